@@ -1,0 +1,236 @@
+"""Reading a GraphQL request: parse, check limits, normalise, and derive the cache key.
+
+Results are memoised by the raw request (POST body bytes, or the GET query string), so a body
+seen recently costs one dictionary look-up instead of a parse. The cache key covers the
+normalised document (formatting and comments removed by printing the parsed AST), the variables
+as canonical JSON (sorted keys, types and nulls kept), the operation name, and a prefix that
+names the upstream URL and the credential identity.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from cachetools import LRUCache
+from graphql import GraphQLError, parse, print_ast
+from graphql.language import (
+    DocumentNode, FieldNode, FragmentDefinitionNode, FragmentSpreadNode, InlineFragmentNode,
+    OperationDefinitionNode, SelectionSetNode,
+)
+
+from .config import QuerySettings
+from .errors import BadRequest, GraphQLParseFailed, QueryTooComplex
+
+MEMO_MAX_BYTES = 8 * 1024 * 1024
+MEMO_MAX_BODY_BYTES = 64 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class GraphQLRequest:
+    """A checked request, ready to forward and to look up in the cache."""
+
+    operation_type: str            # "query", "mutation" or "subscription"
+    operation_name: str | None
+    cache_key: str                 # hex digest; contains no secret
+    upstream_body: bytes           # the JSON body to POST upstream
+
+    @property
+    def is_query(self) -> bool:
+        return self.operation_type == "query"
+
+
+class QueryReader:
+    """Turn raw request bodies into `GraphQLRequest`s, remembering recent ones."""
+
+    def __init__(self, limits: QuerySettings, *, default_variables: Mapping[str, Any],
+                 key_prefix: str) -> None:
+        self._limits = limits
+        self._defaults = dict(default_variables)
+        self._prefix = key_prefix.encode()
+        self._memo: LRUCache[bytes, GraphQLRequest] = LRUCache(
+            maxsize=MEMO_MAX_BYTES, getsizeof=lambda request: len(request.upstream_body) + 256)
+
+    def from_body(self, body: bytes) -> GraphQLRequest:
+        """Read a POST body; raise `BadRequest` (or a subclass) when it is unusable."""
+        memo_key = b"P" + body
+        cached = self._memo.get(memo_key)
+        if cached is not None:
+            return cached
+        try:
+            payload = json.loads(body)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise BadRequest(f"the request body is not valid JSON ({exc}); send a JSON object "
+                             'such as {"query": "{ listOrganizations { name } }"}') from None
+        if not isinstance(payload, dict):
+            raise BadRequest("the request body must be a JSON object with a 'query' member, "
+                             f"not {type(payload).__name__}")
+        request = self._build(payload, raw_body=body)
+        self._remember(memo_key, request, len(body))
+        return request
+
+    def from_params(self, raw_query_string: str, params: Mapping[str, str]) -> GraphQLRequest:
+        """Read GET parameters `query`, `variables` (JSON text) and `operationName`."""
+        memo_key = b"G" + raw_query_string.encode()
+        cached = self._memo.get(memo_key)
+        if cached is not None:
+            return cached
+        payload: dict[str, Any] = {"query": params.get("query")}
+        if params.get("variables"):
+            try:
+                payload["variables"] = json.loads(params["variables"])
+            except ValueError as exc:
+                raise BadRequest(f"the 'variables' parameter is not valid JSON ({exc}); "
+                                 "URL-encode a JSON object") from None
+        if params.get("operationName"):
+            payload["operationName"] = params["operationName"]
+        request = self._build(payload, raw_body=None)
+        self._remember(memo_key, request, len(memo_key))
+        return request
+
+    def _remember(self, memo_key: bytes, request: GraphQLRequest, size: int) -> None:
+        if size <= MEMO_MAX_BODY_BYTES:
+            self._memo[memo_key] = request
+
+    def _build(self, payload: dict[str, Any], *, raw_body: bytes | None) -> GraphQLRequest:
+        query, variables, operation_name = _members(payload)
+        document = self._parse(query)
+        operation = _select_operation(document, operation_name)
+        declared = {definition.variable.name.value
+                    for definition in operation.variable_definitions or ()}
+        merged = {key: value for key, value in self._defaults.items()
+                  if key in declared and key not in variables}
+        if merged:
+            variables = {**merged, **variables}
+        if raw_body is None or merged:
+            upstream = dict(payload, query=query, variables=variables)
+            if operation_name is not None:
+                upstream["operationName"] = operation_name
+            upstream_body = json.dumps(upstream, separators=(",", ":")).encode()
+        else:
+            upstream_body = raw_body
+        material = b"\0".join([
+            self._prefix,
+            print_ast(document).encode(),
+            json.dumps(variables, sort_keys=True, separators=(",", ":")).encode(),
+            (operation_name or "").encode(),
+        ])
+        return GraphQLRequest(
+            operation_type=operation.operation.value,
+            operation_name=operation_name,
+            cache_key=hashlib.sha256(material).hexdigest(),
+            upstream_body=upstream_body,
+        )
+
+    def _parse(self, query: str) -> DocumentNode:
+        limits = self._limits
+        if len(query) > limits.max_length:
+            raise QueryTooComplex(f"the query is {len(query)} characters long, over the limit "
+                                  f"of {limits.max_length} (query.max_length)")
+        try:
+            document = parse(query, max_tokens=max(1000, limits.max_length // 4))
+        except GraphQLError as exc:
+            raise _parse_failure(exc) from None
+        except RecursionError:
+            raise QueryTooComplex("the query is nested too deeply to parse; the limit is "
+                                  f"{limits.max_depth} levels (query.max_depth)") from None
+        _check_shape(document, limits)
+        return document
+
+
+def _members(payload: dict[str, Any]) -> tuple[str, dict[str, Any], str | None]:
+    query = payload.get("query")
+    if query is None:
+        raise BadRequest("the request has no 'query'; send the GraphQL document as a string "
+                         "in 'query'")
+    if not isinstance(query, str):
+        raise BadRequest(f"'query' must be a string, not {type(query).__name__}")
+    variables = payload.get("variables")
+    if variables is None:
+        variables = {}
+    if not isinstance(variables, dict):
+        raise BadRequest(f"'variables' must be a JSON object, not {type(variables).__name__}")
+    operation_name = payload.get("operationName")
+    if operation_name is not None and not isinstance(operation_name, str):
+        raise BadRequest("'operationName' must be a string or null, not "
+                         f"{type(operation_name).__name__}")
+    return query, variables, operation_name or None
+
+
+def _parse_failure(exc: GraphQLError) -> GraphQLParseFailed | QueryTooComplex:
+    if "tokens" in exc.message and "limit" in exc.message.lower():
+        return QueryTooComplex(f"the query has too many tokens: {exc.message}")
+    location = ""
+    if exc.locations:
+        line, column = exc.locations[0].line, exc.locations[0].column
+        location = f" at line {line}, column {column}"
+    return GraphQLParseFailed(f"the query does not parse{location}: {exc.message}")
+
+
+def _select_operation(document: DocumentNode, name: str | None) -> OperationDefinitionNode:
+    operations = [node for node in document.definitions
+                  if isinstance(node, OperationDefinitionNode)]
+    if not operations:
+        raise BadRequest("the document contains no operation; add a query")
+    if name is None:
+        if len(operations) > 1:
+            names = ", ".join(repr(op.name.value) for op in operations if op.name)
+            raise BadRequest(f"the document contains {len(operations)} operations ({names}); "
+                             "set operationName to the one to run")
+        return operations[0]
+    for operation in operations:
+        if operation.name is not None and operation.name.value == name:
+            return operation
+    names = ", ".join(repr(op.name.value) for op in operations if op.name) or "none named"
+    raise BadRequest(f"operationName {name!r} matches no operation in the document "
+                     f"(operations: {names})")
+
+
+def _check_shape(document: DocumentNode, limits: QuerySettings) -> None:
+    fragments = {node.name.value: node for node in document.definitions
+                 if isinstance(node, FragmentDefinitionNode)}
+    aliases = 0
+    for node in document.definitions:
+        if isinstance(node, (OperationDefinitionNode, FragmentDefinitionNode)):
+            aliases += _count_aliases(node.selection_set)
+            depth = _depth(node.selection_set, fragments, set())
+            if depth > limits.max_depth:
+                raise QueryTooComplex(f"the query is {depth} levels deep, over the limit of "
+                                      f"{limits.max_depth} (query.max_depth)")
+    if aliases > limits.max_aliases:
+        raise QueryTooComplex(f"the query uses {aliases} aliases, over the limit of "
+                              f"{limits.max_aliases} (query.max_aliases)")
+
+
+def _count_aliases(selection_set: SelectionSetNode | None) -> int:
+    if selection_set is None:
+        return 0
+    count = 0
+    for selection in selection_set.selections:
+        if isinstance(selection, FieldNode) and selection.alias is not None:
+            count += 1
+        if isinstance(selection, (FieldNode, InlineFragmentNode)):
+            count += _count_aliases(selection.selection_set)
+    return count
+
+
+def _depth(selection_set: SelectionSetNode | None,
+           fragments: Mapping[str, FragmentDefinitionNode], visiting: set[str]) -> int:
+    if selection_set is None:
+        return 0
+    deepest = 0
+    for selection in selection_set.selections:
+        if isinstance(selection, FieldNode):
+            deepest = max(deepest, 1 + _depth(selection.selection_set, fragments, visiting))
+        elif isinstance(selection, InlineFragmentNode):
+            deepest = max(deepest, _depth(selection.selection_set, fragments, visiting))
+        elif isinstance(selection, FragmentSpreadNode):
+            name = selection.name.value
+            fragment = fragments.get(name)
+            if fragment is None or name in visiting:
+                continue  # an unknown or cyclic spread is the upstream's to reject
+            deepest = max(deepest, _depth(fragment.selection_set, fragments, visiting | {name}))
+    return deepest

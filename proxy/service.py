@@ -1,0 +1,172 @@
+"""Answering one GraphQL request: the cache, merging in flight, the upstream, stale-if-error.
+
+A cache hit needs no token: the token manager is reached only when the upstream is.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from .cache import CachedAnswer, InFlight, MemoryResponseCache
+from .config import CacheSettings
+from .errors import ProxyError
+from .forwarding import Forwarder, UpstreamAnswer
+from .query import GraphQLRequest
+
+NAME = "insights-proxy"
+
+
+@dataclass(slots=True)
+class Directives:
+    """The request's cache directives (`Cache-Control`) and validator (`If-None-Match`)."""
+
+    no_cache: bool = False
+    no_store: bool = False
+    if_none_match: str | None = None
+
+
+@dataclass(slots=True)
+class Outcome:
+    """What to answer the client, and what to log about it."""
+
+    status: int
+    headers: list[tuple[str, str]]
+    body: bytes = field(repr=False)
+    cache_status: str
+    upstream_status: int | None = None
+    upstream_s: float | None = None
+    code: str | None = None
+
+
+class GraphQLService:
+    """Answer `GraphQLRequest`s from the cache or through the `Forwarder`."""
+
+    def __init__(self, settings: CacheSettings, cache: MemoryResponseCache,
+                 forwarder: Forwarder, *, clock: Callable[[], float],
+                 on_lookup: Callable[[str], None] | None = None) -> None:
+        self._settings = settings
+        self._cache = cache
+        self._forwarder = forwarder
+        self._clock = clock
+        self._flights: InFlight[tuple[UpstreamAnswer, bool]] = InFlight()
+        self._on_lookup = on_lookup or (lambda kind: None)
+
+    @property
+    def cache(self) -> MemoryResponseCache:
+        return self._cache
+
+    async def answer(self, request: GraphQLRequest, directives: Directives,
+                     request_id: str) -> Outcome:
+        if not request.is_query:
+            answer = await self._forwarder.send(request.upstream_body, request_id)
+            return _forwarded(answer, "fwd=uncacheable", etag=None)
+        if directives.no_store:
+            answer = await self._forwarder.send(request.upstream_body, request_id)
+            return _forwarded(answer, "fwd=request", etag=_etag_for(answer))
+
+        entry = self._cache.lookup(request.cache_key)
+        now = self._clock()
+        if entry is not None and not directives.no_cache and now < entry.fresh_until:
+            self._on_lookup("hit")
+            return self._hit(entry, now, directives)
+
+        self._on_lookup("miss")
+        try:
+            (answer, stored), joined = await self._flights.run(
+                request.cache_key, lambda: self._fetch_and_store(request, request_id))
+        except ProxyError as exc:
+            stale = self._stale(entry, exc.status)
+            if stale is None:
+                raise
+            return stale
+        if answer.status >= 500 or answer.status == 429:
+            stale = self._stale(entry, answer.status)
+            if stale is not None:
+                return stale
+        if joined:
+            self._on_lookup("merged")
+        return _forwarded(answer, self._miss_status(directives, stored, joined),
+                          etag=_etag_for(answer), if_none_match=directives.if_none_match)
+
+    async def _fetch_and_store(self, request: GraphQLRequest,
+                               request_id: str) -> tuple[UpstreamAnswer, bool]:
+        answer = await self._forwarder.send(request.upstream_body, request_id)
+        if not _storable(answer):
+            return answer, False
+        now = self._clock()
+        entry = CachedAnswer(status=answer.status, headers=tuple(answer.headers),
+                             body=answer.body, etag=_etag_for(answer) or "",
+                             stored_at=now, fresh_until=now + self._settings.ttl_s)
+        return answer, self._cache.store(request.cache_key, entry)
+
+    def _miss_status(self, directives: Directives, stored: bool, joined: bool) -> str:
+        if not self._cache.enabled:
+            reason = "fwd=bypass"
+        elif directives.no_cache:
+            reason = "fwd=request"
+        else:
+            reason = "fwd=miss"
+        if joined:
+            reason += "; collapsed"
+        if stored:
+            reason += "; stored"
+        return reason
+
+    def _hit(self, entry: CachedAnswer, now: float, directives: Directives) -> Outcome:
+        ttl = int(entry.fresh_until - now)
+        age = int(now - entry.stored_at)
+        headers = [*entry.headers, ("ETag", entry.etag), ("Age", str(age))]
+        cache_status = f"hit; ttl={ttl}"
+        if directives.if_none_match and _etag_matches(directives.if_none_match, entry.etag):
+            return Outcome(304, headers, b"", cache_status)
+        return Outcome(entry.status, headers, entry.body, cache_status)
+
+    def _stale(self, entry: CachedAnswer | None, failed_status: int) -> Outcome | None:
+        if entry is None or self._settings.stale_if_error_s <= 0:
+            return None
+        now = self._clock()
+        if now >= entry.fresh_until + self._settings.stale_if_error_s:
+            return None
+        self._on_lookup("stale")
+        age = int(now - entry.stored_at)
+        ttl = int(entry.fresh_until - now)
+        headers = [*entry.headers, ("ETag", entry.etag), ("Age", str(age))]
+        return Outcome(entry.status, headers, entry.body,
+                       f"hit; ttl={ttl}; fwd=stale; fwd-status={failed_status}; "
+                       "detail=stale-if-error")
+
+
+def _storable(answer: UpstreamAnswer) -> bool:
+    """Only a complete 200 JSON answer with `data` and without `errors` may be stored."""
+    if answer.status != 200:
+        return False
+    try:
+        payload = json.loads(answer.body)
+    except (ValueError, UnicodeDecodeError):
+        return False
+    return isinstance(payload, dict) and "data" in payload and "errors" not in payload
+
+
+def _etag_for(answer: UpstreamAnswer) -> str | None:
+    if answer.status != 200:
+        return None
+    return '"' + hashlib.blake2b(answer.body, digest_size=16).hexdigest() + '"'
+
+
+def _etag_matches(header: str, etag: str) -> bool:
+    candidates = [part.strip() for part in header.split(",")]
+    return "*" in candidates or any(c.removeprefix("W/") == etag for c in candidates)
+
+
+def _forwarded(answer: UpstreamAnswer, cache_status: str, *, etag: str | None,
+               if_none_match: str | None = None) -> Outcome:
+    headers = list(answer.headers)
+    if etag is not None:
+        headers.append(("ETag", etag))
+        if if_none_match and _etag_matches(if_none_match, etag):
+            return Outcome(304, headers, b"", cache_status, answer.status, answer.duration_s)
+    return Outcome(answer.status, headers, answer.body, cache_status, answer.status,
+                   answer.duration_s)
