@@ -1,0 +1,200 @@
+"""The GraphQL listener: one route, `server.path`, and the request log line.
+
+The handler is written as one flat function because it is the hot path: every check is a
+plain statement, and a cache hit touches no token, no upstream and no GraphQL parser.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+import uuid
+
+import structlog
+from aiohttp import web
+
+from .errors import (
+    BadRequest, MethodNotAllowed, NotFound, PayloadTooLarge, ProxyError, URITooLong,
+    UnsupportedMediaType, HeadersTooLarge,
+)
+from .keys import METRICS, RUNTIME
+from .metrics import Metrics
+from .runtime import Runtime, RuntimeHolder
+from .service import NAME, Directives, Outcome
+
+log = structlog.get_logger("insights_proxy.access")
+
+REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+JSON_TYPES = frozenset({"application/json"})
+ALLOW = "GET, POST"
+CORS_HEADERS = "Content-Type, Authorization, X-Request-ID, Cache-Control, If-None-Match"
+
+
+def create_proxy_app(holder: RuntimeHolder, metrics: Metrics) -> web.Application:
+    """Build the GraphQL listener's application around a runtime holder."""
+    settings = holder.current.settings
+    app = web.Application(client_max_size=settings.server.max_body_bytes)
+    app[RUNTIME] = holder
+    app[METRICS] = metrics
+    app.router.add_route("*", "/{tail:.*}", handle)
+    return app
+
+
+async def handle(request: web.Request) -> web.StreamResponse:
+    started = time.perf_counter()
+    holder = request.app[RUNTIME]
+    runtime = holder.current
+    request_id = _request_id(request.headers.get("X-Request-ID"))
+    client: str | None = None
+    origin: str | None = None
+    runtime.enter()
+    try:
+        try:
+            origin, client = _admit(request, runtime)
+            outcome = await _answer(request, runtime, request_id)
+        except ProxyError as exc:
+            outcome = _error_outcome(exc)
+        except asyncio.CancelledError:
+            _log_line(request, runtime, request_id, client, None, started, cancelled=True)
+            raise
+        except Exception:
+            log.exception("request.failed", request_id=request_id, path=request.path)
+            outcome = _error_outcome(ProxyError(
+                f"the proxy failed unexpectedly; the log has the details under request id "
+                f"{request_id}"))
+        response = _respond(outcome, request_id, origin)
+        _log_line(request, runtime, request_id, client, outcome, started)
+        return response
+    finally:
+        runtime.leave()
+
+
+def _admit(request: web.Request, runtime: Runtime) -> tuple[str | None, str | None]:
+    """Run the checks that come before any cache, token or upstream work."""
+    runtime.hosts.check(request.headers.get("Host"))
+    server = runtime.settings.server
+    if request.raw_path.partition("?")[0] != server.path:
+        raise NotFound(f"nothing is served at {request.path[:200]!r}; "
+                       f"send GraphQL requests to {server.path}")
+    if len(request.raw_path) > server.max_url_bytes:
+        raise URITooLong(f"the URL is {len(request.raw_path)} bytes long, over the limit of "
+                         f"{server.max_url_bytes} (server.max_url_bytes); send the query with "
+                         "POST instead")
+    header_bytes = sum(len(name) + len(value) + 4 for name, value in request.raw_headers)
+    if header_bytes > server.max_header_bytes:
+        raise HeadersTooLarge(f"the request headers are {header_bytes} bytes, over the limit of "
+                              f"{server.max_header_bytes} (server.max_header_bytes)")
+    origin = runtime.origins.check(request.headers)
+    client = runtime.clients.authenticate(request.headers.get("Authorization"))
+    return origin, client
+
+
+async def _answer(request: web.Request, runtime: Runtime, request_id: str) -> Outcome:
+    method = request.method
+    if method == "POST":
+        graphql_request = runtime.reader.from_body(await _read_body(request, runtime))
+    elif method == "GET":
+        graphql_request = runtime.reader.from_params(request.query_string, request.query)
+        if not graphql_request.is_query:
+            raise MethodNotAllowed(f"a {graphql_request.operation_type} cannot be sent with "
+                                   "GET; use POST", headers={"Allow": "POST"})
+    elif method == "OPTIONS" and request.headers.get("Origin"):
+        return Outcome(204, [("Access-Control-Allow-Methods", ALLOW),
+                             ("Access-Control-Allow-Headers", CORS_HEADERS),
+                             ("Access-Control-Max-Age", "600")], b"", "fwd=bypass")
+    else:
+        raise MethodNotAllowed(f"method {method} is not supported; use GET or POST",
+                               headers={"Allow": ALLOW})
+    directives = _directives(request)
+    return await runtime.service.answer(graphql_request, directives, request_id)
+
+
+async def _read_body(request: web.Request, runtime: Runtime) -> bytes:
+    limit = runtime.settings.server.max_body_bytes
+    content_type = request.headers.get("Content-Type", "")
+    media_type = content_type.partition(";")[0].strip().lower()
+    if media_type not in JSON_TYPES:
+        raise UnsupportedMediaType(
+            f"Content-Type {content_type[:100]!r} is not supported; send the GraphQL request "
+            "as application/json")
+    if request.content_length is not None and request.content_length > limit:
+        raise PayloadTooLarge(f"the body is {request.content_length} bytes, over the limit of "
+                              f"{limit} (server.max_body_bytes)")
+    try:
+        return await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        raise PayloadTooLarge(f"the body is over the limit of {limit} bytes "
+                              "(server.max_body_bytes)") from None
+
+
+def _directives(request: web.Request) -> Directives:
+    directives = Directives(if_none_match=request.headers.get("If-None-Match"))
+    cache_control = request.headers.get("Cache-Control")
+    if cache_control:
+        for part in cache_control.lower().split(","):
+            name = part.strip().partition("=")[0].strip()
+            if name == "no-cache" or name == "max-age" and part.strip() == "max-age=0":
+                directives.no_cache = True
+            elif name == "no-store":
+                directives.no_store = True
+    if request.headers.get("Pragma", "").lower() == "no-cache" and not cache_control:
+        directives.no_cache = True
+    return directives
+
+
+def _error_outcome(error: ProxyError) -> Outcome:
+    headers = [("Content-Type", "application/json"), *error.headers.items()]
+    return Outcome(error.status, headers, error.body(), "fwd=bypass", code=error.code)
+
+
+def _respond(outcome: Outcome, request_id: str, origin: str | None) -> web.Response:
+    response = web.Response(status=outcome.status, body=outcome.body or None)
+    headers = response.headers
+    for name, value in outcome.headers:
+        headers.add(name, value)
+    headers["X-Request-ID"] = request_id
+    headers["Cache-Status"] = f"{NAME}; {outcome.cache_status}"
+    if origin is not None:
+        headers["Access-Control-Allow-Origin"] = origin
+        headers["Access-Control-Expose-Headers"] = "Cache-Status, Age, ETag, X-Request-ID"
+        headers.add("Vary", "Origin")
+    return response
+
+
+def _request_id(value: str | None) -> str:
+    if value is not None and REQUEST_ID.match(value):
+        return value
+    return uuid.uuid4().hex
+
+
+def _log_line(request: web.Request, runtime: Runtime, request_id: str, client: str | None,
+              outcome: Outcome | None, started: float, *, cancelled: bool = False) -> None:
+    elapsed = time.perf_counter() - started
+    status = 499 if cancelled or outcome is None else outcome.status
+    code = outcome.code if outcome is not None else "CLIENT_CLOSED_REQUEST"
+    cache = outcome.cache_status.partition(";")[0] if outcome is not None else "none"
+    metrics = runtime.metrics
+    metrics.requests.labels(str(status), code or "", cache, client or "").inc()
+    metrics.request_duration.observe(elapsed)
+    upstream_s = outcome.upstream_s if outcome is not None else None
+    if upstream_s is not None:
+        metrics.upstream_duration.observe(upstream_s)
+        metrics.upstream_requests.labels(str(outcome.upstream_status)).inc()
+        metrics.overhead.observe(max(0.0, elapsed - upstream_s))
+    else:
+        metrics.overhead.observe(elapsed)
+    log.info(
+        "request",
+        request_id=request_id,
+        client=client,
+        method=request.method,
+        path=request.path[:200],
+        status=status,
+        code=code,
+        upstream_status=outcome.upstream_status if outcome is not None else None,
+        cache=outcome.cache_status if outcome is not None else None,
+        duration_ms=round(elapsed * 1000, 2),
+        upstream_ms=round(upstream_s * 1000, 2) if upstream_s is not None else None,
+        remote=request.remote,
+    )

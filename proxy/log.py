@@ -1,0 +1,138 @@
+"""Logging: structlog for our events, with aiohttp's stdlib loggers sent through the same chain.
+
+Every line passes the redactor, which masks bearer credentials, JWT-shaped strings and any
+secret registered with `register_secret`, so a stray value does not reach the output. Tracebacks
+are rendered without local variables, since locals hold secrets and tokens. Repeats of the same
+warning or error within a window are folded into one line with a count.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+import threading
+import time
+from collections.abc import MutableMapping
+from typing import Any
+
+import structlog
+from structlog.tracebacks import ExceptionDictTransformer
+
+BEARER = re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]{8,}")
+JWT = re.compile(r"\beyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]*")
+MASK = "[redacted]"
+REPEAT_WINDOW_S = 60.0
+
+_secrets: set[str] = set()
+_secrets_lock = threading.Lock()
+
+
+def register_secret(value: str) -> None:
+    """Mask this exact value in every later log line (client secrets, tokens, admin tokens)."""
+    if len(value) >= 4:
+        with _secrets_lock:
+            _secrets.add(value)
+
+
+def redact_text(text: str) -> str:
+    text = BEARER.sub(lambda match: f"{match.group(1)} {MASK}", text)
+    text = JWT.sub(MASK, text)
+    for secret in _secrets:
+        if secret in text:
+            text = text.replace(secret, MASK)
+    return text
+
+
+def redact(_logger: Any, _name: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """structlog processor: mask credentials in every string value of the event."""
+    for key, value in event.items():
+        if isinstance(value, str):
+            event[key] = redact_text(value)
+    return event
+
+
+class RepeatFolder:
+    """structlog processor: let one warning or error through per window, then count repeats."""
+
+    def __init__(self, window_s: float = REPEAT_WINDOW_S) -> None:
+        self._window_s = window_s
+        self._seen: dict[tuple[str, str], tuple[float, int]] = {}
+
+    def __call__(self, _logger: Any, method: str,
+                 event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+        if method not in ("warning", "error", "critical", "exception"):
+            return event
+        key = (str(event.get("event")), str(event.get("error", "")))
+        now = time.monotonic()
+        first, repeats = self._seen.get(key, (0.0, 0))
+        if now - first < self._window_s:
+            self._seen[key] = (first, repeats + 1)
+            raise structlog.DropEvent
+        if len(self._seen) > 1024:
+            self._seen.clear()
+        self._seen[key] = (now, 0)
+        if repeats:
+            event["repeated"] = repeats
+        return event
+
+
+def configure_logging(fmt: str = "auto", level: str = "info") -> None:
+    """Set up structlog and the stdlib root logger for the whole process."""
+    use_json = fmt == "json" or (fmt == "auto" and not sys.stderr.isatty())
+    shared: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.stdlib.add_log_level,
+        structlog.stdlib.add_logger_name,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        redact,
+    ]
+    if use_json:
+        renderer: Any = structlog.processors.JSONRenderer()
+        exceptions: list[Any] = [
+            structlog.processors.ExceptionRenderer(ExceptionDictTransformer(show_locals=False)),
+        ]
+    else:
+        renderer = structlog.dev.ConsoleRenderer(
+            exception_formatter=structlog.dev.plain_traceback, colors=sys.stderr.isatty())
+        exceptions = [structlog.processors.format_exc_info]
+    formatter = structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=shared,
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *exceptions,
+                    _redact_exception, renderer],
+    )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(formatter)
+    root = logging.getLogger()
+    for existing in [h for h in root.handlers if getattr(h, "_insights_proxy", False)]:
+        root.removeHandler(existing)
+    handler._insights_proxy = True  # type: ignore[attr-defined]
+    root.addHandler(handler)
+    root.setLevel(level.upper())
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    structlog.configure(
+        processors=[*shared, RepeatFolder(), structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        cache_logger_on_first_use=True,
+    )
+
+
+def _redact_exception(_logger: Any, _name: str,
+                      event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    for key in ("exception", "exc_info"):
+        if isinstance(event.get(key), str):
+            event[key] = redact_text(event[key])
+    if isinstance(event.get("exception"), list):
+        event["exception"] = redact_text_tree(event["exception"])
+    return event
+
+
+def redact_text_tree(value: Any) -> Any:
+    if isinstance(value, str):
+        return redact_text(value)
+    if isinstance(value, list):
+        return [redact_text_tree(item) for item in value]
+    if isinstance(value, dict):
+        return {key: redact_text_tree(item) for key, item in value.items()}
+    return value
