@@ -1,0 +1,108 @@
+"""The long-running commands: `serve`, `demo` and `hash-key`."""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+import json
+import shlex
+import sys
+
+import structlog
+
+from .config import build_settings, load_settings, resolve_config_path
+from .log import configure_logging
+from .security import hash_client_key
+from .server import Listeners, ProxyServer, run_until_signalled
+
+MIN_CLIENT_KEY_LENGTH = 16
+
+
+def _event_loop_policy() -> None:
+    try:
+        import uvloop
+    except ImportError:
+        return
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+
+
+def run_serve(config_path: str | None) -> int:
+    loaded = load_settings(resolve_config_path(config_path))
+    settings = loaded.settings
+    configure_logging(settings.log.format, settings.log.level)
+    log = structlog.get_logger("insights_proxy.config")
+    for warning in loaded.warnings:
+        log.warning("config.insecure_permissions", detail=warning)
+    _event_loop_policy()
+
+    def ready(listeners: Listeners) -> None:
+        print(f"insights-proxy: GraphQL endpoint {listeners.proxy_url}, "
+              f"admin {listeners.admin_url}", flush=True)
+
+    async def serve() -> int:
+        return await run_until_signalled(ProxyServer(loaded), ready)
+
+    return asyncio.run(serve())
+
+
+def run_demo(port: int, admin_port: int, stand_in_port: int) -> int:
+    configure_logging("console", "warning")
+    return asyncio.run(_demo(port, admin_port, stand_in_port))
+
+
+async def _demo(port: int, admin_port: int, stand_in_port: int) -> int:
+    from .config import LoadedSettings
+    from .standin import StandinSettings, insights_url, revoke_url, start_standin, token_url
+    from .standin.insights import FIXTURE_ORG
+
+    standin_settings = StandinSettings()
+    runner, base = await start_standin(standin_settings, host="127.0.0.1", port=stand_in_port)
+    try:
+        settings = build_settings({
+            "server": {"port": port},
+            "admin": {"port": admin_port},
+            "upstream": {"url": insights_url(base)},
+            "oauth": {"token_url": token_url(base), "revoke_url": revoke_url(base),
+                      "client_id": standin_settings.client_id,
+                      "client_secret": standin_settings.client_secret},
+        }, use_environment=False)
+        server = ProxyServer(LoadedSettings(settings, None, []))
+
+        def ready(listeners: Listeners) -> None:
+            _print_demo(listeners, base, FIXTURE_ORG.uuid)
+
+        return await run_until_signalled(server, ready)
+    finally:
+        await runner.cleanup()
+
+
+def _print_demo(listeners: Listeners, standin_base: str, org_uuid: str) -> None:
+    body = json.dumps({
+        "query": "query ($org: OrgFilter!) { listEnvironments(org: $org) { id name } }",
+        "variables": {"org": {"orgId": org_uuid}},
+    })
+    curl = (f"curl -s {listeners.proxy_url} -H 'Content-Type: application/json' "
+            f"-d {shlex.quote(body)}")
+    print(f"Choreo stand-in:   {standin_base}")
+    print(f"GraphQL endpoint:  {listeners.proxy_url}   (no token needed)")
+    print(f"Admin listener:    {listeners.admin_url}")
+    print()
+    print("Try the documented sample query:")
+    print(f"  {curl}")
+    print()
+    print("Press Ctrl-C to stop.", flush=True)
+
+
+def run_hash_key() -> int:
+    if sys.stdin.isatty():
+        key = getpass.getpass("Client key: ")
+    else:
+        key = sys.stdin.readline()
+    key = key.strip()
+    if len(key) < MIN_CLIENT_KEY_LENGTH:
+        print(f"insights-proxy: the key is {len(key)} characters long; use at least "
+              f"{MIN_CLIENT_KEY_LENGTH} random characters, e.g. from: "
+              "python -c 'import secrets; print(secrets.token_urlsafe(32))'", file=sys.stderr)
+        return 2
+    print(hash_client_key(key))
+    return 0
