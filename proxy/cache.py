@@ -40,6 +40,11 @@ class CachedAnswer:
 
 
 class ResponseCache(Protocol):
+    @property
+    def enabled(self) -> bool:
+        """Tell whether answers are stored at all."""
+        ...
+
     def lookup(self, key: str) -> CachedAnswer | None: ...
 
     def store(self, key: str, answer: CachedAnswer) -> bool: ...

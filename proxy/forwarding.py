@@ -100,10 +100,10 @@ class Forwarder:
                 return UpstreamAnswer(response.status, response_headers(response.headers), raw,
                                       loop.time() - started)
         except asyncio.TimeoutError:
-            raise UpstreamTimeout(f"the Insights API did not answer within {self._timeout_s:g} s "
+            raise UpstreamTimeout(f"the Insights API did not respond within {self._timeout_s:g} s "
                                   "(upstream.timeout_s); try again or raise the timeout") from None
         except aiohttp.ClientPayloadError as exc:
-            raise UpstreamUnavailable("the Insights API's answer was cut short or malformed "
+            raise UpstreamUnavailable("the Insights API response was cut short or malformed "
                                       f"({type(exc).__name__}); try again") from exc
         except aiohttp.ClientError as exc:
             raise UpstreamUnavailable(f"the Insights API at {self._url} cannot be reached "

@@ -77,16 +77,17 @@ class RepeatFolder:
         return event
 
 
-def configure_logging(fmt: str = "auto", level: str = "info") -> None:
-    """Set up structlog and the stdlib root logger for the whole process."""
-    use_json = fmt == "json" or (fmt == "auto" and not sys.stderr.isatty())
-    shared: list[Any] = [
-        structlog.contextvars.merge_contextvars,
-        structlog.stdlib.add_log_level,
-        structlog.stdlib.add_logger_name,
-        structlog.processors.TimeStamper(fmt="iso", utc=True),
-        redact,
-    ]
+SHARED_PROCESSORS: list[Any] = [
+    structlog.contextvars.merge_contextvars,
+    structlog.stdlib.add_log_level,
+    structlog.stdlib.add_logger_name,
+    structlog.processors.TimeStamper(fmt="iso", utc=True),
+    redact,
+]
+
+
+def build_formatter(use_json: bool, *, colors: bool = False) -> structlog.stdlib.ProcessorFormatter:
+    """Return the formatter that renders our events and aiohttp's stdlib records alike."""
     if use_json:
         renderer: Any = structlog.processors.JSONRenderer()
         exceptions: list[Any] = [
@@ -94,15 +95,20 @@ def configure_logging(fmt: str = "auto", level: str = "info") -> None:
         ]
     else:
         renderer = structlog.dev.ConsoleRenderer(
-            exception_formatter=structlog.dev.plain_traceback, colors=sys.stderr.isatty())
+            exception_formatter=structlog.dev.plain_traceback, colors=colors)
         exceptions = [structlog.processors.format_exc_info]
-    formatter = structlog.stdlib.ProcessorFormatter(
-        foreign_pre_chain=shared,
+    return structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=SHARED_PROCESSORS,
         processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *exceptions,
                     _redact_exception, renderer],
     )
+
+
+def configure_logging(fmt: str = "auto", level: str = "info") -> None:
+    """Set up structlog and the stdlib root logger for the whole process."""
+    use_json = fmt == "json" or (fmt == "auto" and not sys.stderr.isatty())
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(formatter)
+    handler.setFormatter(build_formatter(use_json, colors=sys.stderr.isatty()))
     root = logging.getLogger()
     for existing in [h for h in root.handlers if getattr(h, "_insights_proxy", False)]:
         root.removeHandler(existing)
@@ -111,7 +117,8 @@ def configure_logging(fmt: str = "auto", level: str = "info") -> None:
     root.setLevel(level.upper())
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
     structlog.configure(
-        processors=[*shared, RepeatFolder(), structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+        processors=[*SHARED_PROCESSORS, RepeatFolder(),
+                    structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
         logger_factory=structlog.stdlib.LoggerFactory(),
         wrapper_class=structlog.stdlib.BoundLogger,
         cache_logger_on_first_use=True,

@@ -55,7 +55,10 @@ class ProxyServer:
         proxy_runner = web.AppRunner(create_proxy_app(self.holder, self.metrics),
                                      access_log=None, max_line_size=server.max_url_bytes * 2,
                                      max_field_size=server.max_header_bytes * 2,
-                                     shutdown_timeout=server.drain_timeout_s)
+                                     shutdown_timeout=server.drain_timeout_s,
+                                     # A client that goes away cancels its handler, which
+                                     # releases the upstream connection it was waiting on.
+                                     handler_cancellation=True)
         admin_runner = web.AppRunner(create_admin_app(self.holder, self.metrics, self.reloader),
                                      access_log=None, shutdown_timeout=1.0)
         proxy_port = await self._bind(proxy_runner, server.host, server.port)

@@ -1,4 +1,4 @@
-"""Answering one GraphQL request: the cache, merging in flight, the upstream, stale-if-error.
+"""The response to one GraphQL request: from the cache, a merged call in flight, or upstream.
 
 A cache hit needs no token: the token manager is reached only when the upstream is.
 """
@@ -10,7 +10,7 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from .cache import CachedAnswer, InFlight, MemoryResponseCache
+from .cache import CachedAnswer, InFlight, ResponseCache
 from .config import CacheSettings
 from .errors import ProxyError
 from .forwarding import Forwarder, UpstreamAnswer
@@ -30,7 +30,7 @@ class Directives:
 
 @dataclass(slots=True)
 class Outcome:
-    """What to answer the client, and what to log about it."""
+    """The response to send to the client, and what to log about it."""
 
     status: int
     headers: list[tuple[str, str]]
@@ -42,9 +42,9 @@ class Outcome:
 
 
 class GraphQLService:
-    """Answer `GraphQLRequest`s from the cache or through the `Forwarder`."""
+    """Respond to `GraphQLRequest`s from the cache or through the `Forwarder`."""
 
-    def __init__(self, settings: CacheSettings, cache: MemoryResponseCache,
+    def __init__(self, settings: CacheSettings, cache: ResponseCache,
                  forwarder: Forwarder, *, clock: Callable[[], float],
                  on_lookup: Callable[[str], None] | None = None) -> None:
         self._settings = settings
@@ -55,7 +55,7 @@ class GraphQLService:
         self._on_lookup = on_lookup or (lambda kind: None)
 
     @property
-    def cache(self) -> MemoryResponseCache:
+    def cache(self) -> ResponseCache:
         return self._cache
 
     async def answer(self, request: GraphQLRequest, directives: Directives,

@@ -59,7 +59,7 @@ CONFIGURATION_BACKOFF = (30.0, 300.0)
 
 @dataclass(frozen=True)
 class RevokeOutcome:
-    """What the revoke endpoint answered."""
+    """The revoke endpoint's response."""
 
     ok: bool
     status: int | None
@@ -96,6 +96,7 @@ class TokenManager:
         self._retry_at = 0.0
         self.last_revocation: RevokeOutcome | None = None
         self.last_revoked: AccessToken | None = None
+        self._retry_handle: asyncio.TimerHandle | None = None
 
     # -- using the token -------------------------------------------------------------------
 
@@ -184,7 +185,7 @@ class TokenManager:
         if status == 200:
             return RevokeOutcome(True, status, "revoked")
         oauth_error = _oauth_error_code(raw)
-        detail = f"revoke endpoint answered HTTP {status}"
+        detail = f"revoke endpoint responded with HTTP {status}"
         if oauth_error:
             detail += f" with error {oauth_error!r}"
         return RevokeOutcome(False, status, detail)
@@ -263,7 +264,7 @@ class TokenManager:
                 status = response.status
         except asyncio.TimeoutError:
             raise TokenEndpointUnavailable(
-                f"token endpoint {self._oauth.token_url} did not answer within "
+                f"token endpoint {self._oauth.token_url} did not respond within "
                 f"{self._oauth.timeout_s:g} s (oauth.timeout_s)") from None
         except aiohttp.ClientError as exc:
             raise TokenEndpointUnavailable(
@@ -281,14 +282,14 @@ class TokenManager:
                     f"token endpoint {url} refused the credentials: HTTP {status}, OAuth error "
                     f"{oauth_error!r}; check oauth.client_id, the client secret, oauth.scope "
                     "and oauth.extra_params", oauth_error=oauth_error)
-            raise TokenEndpointUnavailable(f"token endpoint {url} answered HTTP {status}")
+            raise TokenEndpointUnavailable(f"token endpoint {url} responded with HTTP {status}")
         payload = _json_object(raw)
         if payload is None:
-            raise TokenEndpointUnavailable(f"token endpoint {url} answered 200 without a JSON "
+            raise TokenEndpointUnavailable(f"token endpoint {url} returned 200 without a JSON "
                                            "object")
         value = payload.get("access_token")
         if not isinstance(value, str) or not value:
-            raise TokenEndpointUnavailable(f"token endpoint {url} answered 200 without "
+            raise TokenEndpointUnavailable(f"token endpoint {url} returned 200 without "
                                            "access_token")
         token_type = payload.get("token_type", "Bearer")
         if not isinstance(token_type, str) or token_type.lower() != "bearer":
@@ -296,7 +297,7 @@ class TokenManager:
                                      f"{token_type!r}; only Bearer tokens can be used")
         lifetime = _lifetime(payload.get("expires_in"), self._oauth.default_lifetime_s)
         if lifetime is None:
-            raise TokenEndpointUnavailable(f"token endpoint {url} answered an invalid "
+            raise TokenEndpointUnavailable(f"token endpoint {url} returned an invalid "
                                            f"expires_in {payload.get('expires_in')!r}")
         if value in self._unusable:
             raise TokenEndpointUnavailable(f"token endpoint {url} handed back a token that was "
@@ -325,6 +326,23 @@ class TokenManager:
         return AccessToken(value=value, obtained_at=sent_at, expires_at=expires_at,
                            refresh_at=refresh_at, reissued=reissued)
 
+    def _schedule_retry(self, delay: float) -> None:
+        """Retry in the background after the backoff, so a recovered endpoint is noticed
+        without waiting for a request, and `/readyz` turns ready by itself."""
+        if self._retry_handle is not None:
+            self._retry_handle.cancel()
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        self._retry_handle = loop.call_later(delay + 0.01, self._retry_if_needed)
+
+    def _retry_if_needed(self) -> None:
+        self._retry_handle = None
+        token = self._store.get()
+        if token is None or self._clock() >= token.refresh_at:
+            self._refresh_in_background()
+
     def _record_success(self, token: AccessToken) -> None:
         self._store.set(token)
         self._last_value = token.value
@@ -346,6 +364,7 @@ class TokenManager:
         self._retry_at = self._clock() + delay
         if self._on_fetch is not None:
             self._on_fetch(False)
+        self._schedule_retry(delay)
         log.warning("token.fetch_failed", error=error.message, code=error.code,
                     attempt=self.consecutive_failures, retry_in_s=round(delay, 1))
 
@@ -374,6 +393,8 @@ class TokenManager:
         }
 
     async def close(self) -> None:
+        if self._retry_handle is not None:
+            self._retry_handle.cancel()
         tasks = [*self._background, *([self._task] if self._task else [])]
         for task in tasks:
             task.cancel()
