@@ -1,0 +1,153 @@
+"""Logs and metrics: the request line, redaction, folding of repeats, and /metrics."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+
+import pytest
+import structlog
+from prometheus_client.parser import text_string_to_metric_families
+
+from proxy.log import RepeatFolder, build_formatter, redact_text, register_secret
+from proxy.standin.insights import FIXTURE_ORG
+
+from .conftest import SAMPLE_QUERY, proxy_config
+
+VARIABLES = {"org": {"orgId": FIXTURE_ORG.uuid}}
+
+
+def request_lines(caplog: pytest.LogCaptureFixture) -> list[dict]:
+    return [record.msg for record in caplog.records
+            if isinstance(record.msg, dict) and record.msg.get("event") == "request"]
+
+
+async def test_request_line_fields_hit_and_miss(proxy, caplog):
+    """Each request logs one line with id, method, path, status, cache and durations."""
+    await proxy.query(SAMPLE_QUERY, VARIABLES)
+    response, _ = await proxy.query(SAMPLE_QUERY, VARIABLES,
+                                    headers={"X-Request-ID": "trace-42"})
+    miss, hit = request_lines(caplog)[-2:]
+    assert miss["cache"] == "fwd=miss; stored"
+    assert miss["upstream_status"] == 200
+    assert miss["upstream_ms"] is not None
+    assert hit["request_id"] == "trace-42"
+    assert hit["cache"].startswith("hit; ttl=")
+    assert hit["upstream_status"] is None
+    for line in (miss, hit):
+        assert line["method"] == "POST"
+        assert line["path"] == "/query-api"
+        assert line["status"] == 200
+        assert line["duration_ms"] >= 0
+        assert line["remote"] == "127.0.0.1"
+
+
+async def test_request_line_error_code_no_query_string(proxy, caplog):
+    """An error's line carries its code, and the path is logged without the query string."""
+    async with proxy.session.get(proxy.url, params={"query": "{ a "}) as response:
+        await response.read()
+    line = request_lines(caplog)[-1]
+    assert line["status"] == 400
+    assert line["code"] == "GRAPHQL_PARSE_FAILED"
+    assert line["path"] == "/query-api"
+    assert "query=" not in json.dumps(line)
+
+
+async def test_request_line_names_client(stand_in, start_proxy, caplog):
+    """With client keys, the line carries the client's name."""
+    from proxy.security import hash_client_key
+    raw = proxy_config(stand_in, clients=[{"name": "grafana",
+                                           "key_hash": hash_client_key("k" * 32)}])
+    proxy = await start_proxy(raw)
+    await proxy.query(SAMPLE_QUERY, VARIABLES, headers={"Authorization": "Bearer " + "k" * 32})
+    assert request_lines(caplog)[-1]["client"] == "grafana"
+
+
+def render(record_args: dict, use_json: bool = True) -> str:
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(build_formatter(use_json))
+    logger = logging.getLogger("aiohttp.server.test-render")
+    logger.propagate = False
+    logger.addHandler(handler)
+    try:
+        logger.warning(record_args["message"])
+    finally:
+        logger.removeHandler(handler)
+    return stream.getvalue()
+
+
+def test_foreign_records_json_and_redacted():
+    """aiohttp's stdlib records are rendered as JSON through the same redaction."""
+    register_secret("registered-secret-value")
+    output = render({"message": "Authorization: Bearer abcdefghijklmnop and "
+                                "registered-secret-value and eyJhbGciOi.eyJzdWIiOi.c2ln"})
+    line = json.loads(output)
+    assert line["logger"] == "aiohttp.server.test-render"
+    assert "abcdefghijklmnop" not in output
+    assert "registered-secret-value" not in output
+    assert "eyJhbGciOi.eyJzdWIiOi" not in output
+
+
+def test_console_format_redacted():
+    """The console renderer gets the same redaction."""
+    output = render({"message": "basic dXNlcjpwYXNzd29yZA=="}, use_json=False)
+    assert "dXNlcjpwYXNzd29yZA" not in output
+
+
+def test_redact_text_keeps_fingerprints():
+    """Redaction leaves fingerprints and ordinary words alone."""
+    assert redact_text("fingerprint 8cfef8a122c9 obtained") == "fingerprint 8cfef8a122c9 obtained"
+
+
+def test_repeat_folder_counts_repeats():
+    """A repeated warning passes once per window; the next one carries the count."""
+    folder = RepeatFolder(window_s=60)
+    event = {"event": "token.fetch_failed", "error": "down"}
+    assert folder(None, "warning", dict(event)) == event
+    for _ in range(5):
+        with pytest.raises(structlog.DropEvent):
+            folder(None, "warning", dict(event))
+    folder._seen[("token.fetch_failed", "down")] = (0.0, 5)
+    assert folder(None, "warning", dict(event))["repeated"] == 5
+    assert folder(None, "info", {"event": "request"}) == {"event": "request"}
+
+
+async def metrics_of(proxy) -> dict[str, float]:
+    async with proxy.session.get(proxy.admin_url + "/metrics") as response:
+        assert response.status == 200
+        assert response.headers["Content-Type"].startswith("text/plain")
+        text = await response.text()
+    samples = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            labels = ",".join(f"{k}={v}" for k, v in sorted(sample.labels.items()))
+            samples[f"{sample.name}{{{labels}}}"] = sample.value
+    return samples
+
+
+async def test_metrics_parse_and_move(proxy):
+    """/metrics parses as Prometheus text, and counters move as requests flow."""
+    before = await metrics_of(proxy)
+    await proxy.query(SAMPLE_QUERY, VARIABLES)
+    await proxy.query(SAMPLE_QUERY, VARIABLES)
+    await proxy.query("{ a ")
+    after = await metrics_of(proxy)
+    ok = "insights_proxy_requests_total{cache=fwd=miss,client=,code=,status=200}"
+    hit = "insights_proxy_requests_total{cache=hit,client=,code=,status=200}"
+    bad = "insights_proxy_requests_total{cache=fwd=bypass,client=,code=GRAPHQL_PARSE_FAILED,status=400}"
+    assert after[ok] == 1
+    assert after[hit] == 1
+    assert after[bad] == 1
+    assert after["insights_proxy_cache_hits_total{}"] == before.get(
+        "insights_proxy_cache_hits_total{}", 0) + 1
+    assert after["insights_proxy_cache_misses_total{}"] >= 1
+    assert after["insights_proxy_token_fetches_total{outcome=success}"] >= 1
+    assert after["insights_proxy_token_expires_in_seconds{}"] > 0
+    assert after["insights_proxy_cache_entries{}"] == 1
+    assert after["insights_proxy_cache_bytes{}"] > 0
+    assert after["insights_proxy_upstream_duration_seconds_count{}"] == 1
+    assert after["insights_proxy_request_duration_seconds_count{}"] == 3
+    assert after["insights_proxy_overhead_seconds_count{}"] == 3
+    assert "insights_proxy_build_info{python=" in "".join(after)
