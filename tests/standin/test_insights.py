@@ -7,7 +7,6 @@ import dataclasses
 import json
 import logging
 import re
-import time
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
