@@ -369,3 +369,28 @@ async def test_inflight_exception_not_reported_when_unwatched():
         await waiter
     await asyncio.sleep(0)
     assert len(flights) == 0
+
+
+async def test_cache_burst_from_several_clients_one_insights_call(stand_in, start_proxy):
+    """A burst of one query from several clients reaches the stand-in's Insights API once."""
+    from proxy.standin.insights import FIXTURE_ORG
+
+    proxy = await start_proxy(proxy_config(stand_in))
+    async with proxy.session.post(f"{stand_in.base}/_standin/faults",
+                                  json={"insights_latency_ms": 300}):
+        pass
+    payload = {"query": "query ($org: OrgFilter!) { listEnvironments(org: $org) { id name } }",
+               "variables": {"org": {"orgId": FIXTURE_ORG.uuid}}}
+
+    async def client() -> list[int]:
+        async with aiohttp.ClientSession() as session:
+            statuses = []
+            for _ in range(3):
+                async with session.post(proxy.url, json=payload) as response:
+                    await response.read()
+                    statuses.append(response.status)
+            return statuses
+
+    results = await asyncio.gather(*(client() for _ in range(8)))
+    assert {status for statuses in results for status in statuses} == {200}
+    assert stand_in.stats["insights_requests"] == 1
