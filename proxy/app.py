@@ -86,6 +86,11 @@ def _admit(request: web.Request, runtime: Runtime) -> tuple[str | None, str | No
         raise HeadersTooLarge(f"the request headers are {header_bytes} bytes, over the limit of "
                               f"{server.max_header_bytes} (server.max_header_bytes)")
     origin = runtime.origins.check(request.headers)
+    if (request.method == "OPTIONS" and origin is not None
+            and "Access-Control-Request-Method" in request.headers):
+        # Browsers never attach credentials to a CORS preflight, so it cannot carry a client
+        # key; the request that follows it must.
+        return origin, None
     client = runtime.clients.authenticate(request.headers.get("Authorization"))
     return origin, client
 
@@ -121,11 +126,18 @@ async def _read_body(request: web.Request, runtime: Runtime) -> bytes:
     if request.content_length is not None and request.content_length > limit:
         raise PayloadTooLarge(f"the body is {request.content_length} bytes, over the limit of "
                               f"{limit} (server.max_body_bytes)")
+    # NOTE: aiohttp 3.14 does not pass a chunk-framing error that arrives after this read
+    # started on to `read()`, so such a request waits until the client disconnects.
     try:
         return await request.read()
     except web.HTTPRequestEntityTooLarge:
         raise PayloadTooLarge(f"the body is over the limit of {limit} bytes "
                               "(server.max_body_bytes)") from None
+    except web.RequestPayloadError as exc:
+        raise BadRequest("the request body cannot be decoded or its framing is invalid; "
+                         "check Content-Encoding and Transfer-Encoding") from exc
+    except ConnectionResetError:
+        raise BadRequest("the connection closed before the whole request body arrived") from None
 
 
 def _directives(request: web.Request) -> Directives:

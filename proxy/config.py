@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import os
+import ssl
 import stat
 import tomllib
 from pathlib import Path
@@ -55,6 +56,8 @@ class QuerySettings(_Section):
 class UpstreamSettings(_Section):
     url: str = "https://choreocontrolplane.choreo.dev/93tu/insights/1.0.0/query-api"
     timeout_s: float = Field(30.0, gt=0)
+    # Open connections of the one client session, shared by the upstream, token and revoke URLs.
+    max_connections: int = Field(256, gt=0)
     default_variables: dict[str, Any] = Field(default_factory=dict)
 
 
@@ -300,9 +303,11 @@ def _check_consistency(settings: Settings) -> list[str]:
     if not is_loopback_host(admin.host) and not admin.token.get_secret_value():
         problems.append(f"admin.host: {admin.host!r} is not a loopback address; set admin.token "
                         "or admin.token_file so the admin routes need a bearer token")
-    if settings.tls.ca_file and not Path(settings.tls.ca_file).is_file():
-        problems.append(f"tls.ca_file: {settings.tls.ca_file!r} is not a file; give the path "
-                        "of a PEM bundle or leave it empty")
+    if settings.tls.ca_file:
+        problem = _check_ca_file(settings.tls.ca_file)
+        if problem:
+            problems.append(problem)
+    problems.extend(_check_browser_guards(server))
     names = [client.name for client in settings.clients]
     for name in sorted({name for name in names if names.count(name) > 1}):
         problems.append(f"clients.name: {name!r} is used by more than one [[clients]] entry; "
@@ -321,6 +326,41 @@ def _check_url(key: str, value: str) -> str | None:
         return (f"{key}: {value!r} uses plain http:// to a host that is not loopback, which "
                 "would send the client secret and tokens in clear; use https://")
     return None
+
+
+def _check_ca_file(name: str) -> str | None:
+    if not Path(name).is_file():
+        return f"tls.ca_file: {name!r} is not a file; give the path of a PEM bundle or leave it empty"
+    try:
+        ssl.create_default_context().load_verify_locations(cafile=name)
+    except (ssl.SSLError, OSError) as exc:
+        return (f"tls.ca_file: {name!r} cannot be loaded as a PEM bundle of CA certificates "
+                f"({exc.strerror or exc}); check the file's content and permissions")
+    return None
+
+
+def _check_browser_guards(server: ServerSettings) -> list[str]:
+    # Imported here because the security module imports this one.
+    from .security import split_host
+
+    problems = []
+    for entry in server.allowed_hosts:
+        if split_host(entry) is None:
+            problems.append(f"server.allowed_hosts: invalid entry {entry!r}; use a host name, "
+                            "an IPv4 address or a bracketed IPv6 address, optionally with "
+                            "':port'")
+    for entry in server.allowed_origins:
+        try:
+            url = URL(entry)
+        except (ValueError, TypeError):
+            url = None
+        if (url is None or url.scheme not in ("http", "https") or not url.host
+                or url.raw_path not in ("", "/") or url.query_string or url.fragment
+                or url.user is not None):
+            problems.append(f"server.allowed_origins: invalid origin {entry!r}; use "
+                            "scheme://host[:port] such as 'http://localhost:3000' "
+                            "('*' and 'null' are not accepted)")
+    return problems
 
 
 def is_loopback_host(host: str) -> bool:

@@ -65,6 +65,9 @@ class QueryReader:
         except (ValueError, UnicodeDecodeError) as exc:
             raise BadRequest(f"the request body is not valid JSON ({exc}); send a JSON object "
                              'such as {"query": "{ listOrganizations { name } }"}') from None
+        except RecursionError:
+            raise BadRequest("the request body nests JSON arrays or objects too deeply; "
+                             "flatten the variables") from None
         if not isinstance(payload, dict):
             raise BadRequest("the request body must be a JSON object with a 'query' member, "
                              f"not {type(payload).__name__}")
@@ -85,6 +88,9 @@ class QueryReader:
             except ValueError as exc:
                 raise BadRequest(f"the 'variables' parameter is not valid JSON ({exc}); "
                                  "URL-encode a JSON object") from None
+            except RecursionError:
+                raise BadRequest("the 'variables' parameter nests JSON arrays or objects too "
+                                 "deeply; flatten the variables") from None
         if params.get("operationName"):
             payload["operationName"] = params["operationName"]
         request = self._build(payload, raw_body=None)
@@ -132,12 +138,11 @@ class QueryReader:
                                   f"of {limits.max_length} (query.max_length)")
         try:
             document = parse(query, max_tokens=max(1000, limits.max_length // 4))
+            _check_shape(document, limits)
         except GraphQLError as exc:
-            raise _parse_failure(exc) from None
+            raise _parse_failure(exc, limits) from None
         except RecursionError:
-            raise QueryTooComplex("the query is nested too deeply to parse; the limit is "
-                                  f"{limits.max_depth} levels (query.max_depth)") from None
-        _check_shape(document, limits)
+            raise _too_deep(limits) from None
         return document
 
 
@@ -160,9 +165,19 @@ def _members(payload: dict[str, Any]) -> tuple[str, dict[str, Any], str | None]:
     return query, variables, operation_name or None
 
 
-def _parse_failure(exc: GraphQLError) -> GraphQLParseFailed | QueryTooComplex:
-    if "tokens" in exc.message and "limit" in exc.message.lower():
-        return QueryTooComplex(f"the query has too many tokens: {exc.message}")
+def _too_deep(limits: QuerySettings) -> QueryTooComplex:
+    return QueryTooComplex("the query is nested too deeply to parse; the limit is "
+                           f"{limits.max_depth} levels (query.max_depth)")
+
+
+def _parse_failure(exc: GraphQLError,
+                   limits: QuerySettings) -> GraphQLParseFailed | QueryTooComplex:
+    # graphql-core 3.3 ends the messages of its parser limits with these words.
+    if exc.message.endswith("Parsing aborted."):
+        if "nested too deeply" in exc.message:
+            return _too_deep(limits)
+        return QueryTooComplex(f"the query has too many tokens ({exc.message}); the limit is "
+                               "a quarter of query.max_length, and at least 1000")
     location = ""
     if exc.locations:
         line, column = exc.locations[0].line, exc.locations[0].column
@@ -192,45 +207,63 @@ def _select_operation(document: DocumentNode, name: str | None) -> OperationDefi
 def _check_shape(document: DocumentNode, limits: QuerySettings) -> None:
     fragments = {node.name.value: node for node in document.definitions
                  if isinstance(node, FragmentDefinitionNode)}
+    meter = _ShapeMeter(fragments)
     aliases = 0
     for node in document.definitions:
         if isinstance(node, (OperationDefinitionNode, FragmentDefinitionNode)):
-            aliases += _count_aliases(node.selection_set)
-            depth = _depth(node.selection_set, fragments, set())
+            depth, node_aliases = meter.measure(node.selection_set)
             if depth > limits.max_depth:
                 raise QueryTooComplex(f"the query is {depth} levels deep, over the limit of "
                                       f"{limits.max_depth} (query.max_depth)")
+            if isinstance(node, OperationDefinitionNode):
+                aliases += node_aliases
     if aliases > limits.max_aliases:
         raise QueryTooComplex(f"the query uses {aliases} aliases, over the limit of "
                               f"{limits.max_aliases} (query.max_aliases)")
 
 
-def _count_aliases(selection_set: SelectionSetNode | None) -> int:
-    if selection_set is None:
-        return 0
-    count = 0
-    for selection in selection_set.selections:
-        if isinstance(selection, FieldNode) and selection.alias is not None:
-            count += 1
-        if isinstance(selection, (FieldNode, InlineFragmentNode)):
-            count += _count_aliases(selection.selection_set)
-    return count
+class _ShapeMeter:
+    """Measure depth and alias count with every fragment spread expanded in place.
 
+    Aliases are counted as executed, so a fragment spread twice counts its aliases twice.
+    Each fragment is measured once and remembered, because walking every spread afresh costs
+    2^n steps for a chain of n fragments that each spread the next one twice.
+    """
 
-def _depth(selection_set: SelectionSetNode | None,
-           fragments: Mapping[str, FragmentDefinitionNode], visiting: set[str]) -> int:
-    if selection_set is None:
-        return 0
-    deepest = 0
-    for selection in selection_set.selections:
-        if isinstance(selection, FieldNode):
-            deepest = max(deepest, 1 + _depth(selection.selection_set, fragments, visiting))
-        elif isinstance(selection, InlineFragmentNode):
-            deepest = max(deepest, _depth(selection.selection_set, fragments, visiting))
-        elif isinstance(selection, FragmentSpreadNode):
-            name = selection.name.value
-            fragment = fragments.get(name)
-            if fragment is None or name in visiting:
-                continue  # an unknown or cyclic spread is the upstream's to reject
-            deepest = max(deepest, _depth(fragment.selection_set, fragments, visiting | {name}))
-    return deepest
+    def __init__(self, fragments: Mapping[str, FragmentDefinitionNode]) -> None:
+        self._fragments = fragments
+        self._measured: dict[str, tuple[int, int]] = {}
+        self._visiting: set[str] = set()
+
+    def measure(self, selection_set: SelectionSetNode | None) -> tuple[int, int]:
+        """Return the depth and the number of aliases below a selection set."""
+        if selection_set is None:
+            return 0, 0
+        deepest = aliases = 0
+        for selection in selection_set.selections:
+            if isinstance(selection, FieldNode):
+                depth, count = self.measure(selection.selection_set)
+                deepest = max(deepest, 1 + depth)
+                aliases += count + (selection.alias is not None)
+            elif isinstance(selection, InlineFragmentNode):
+                depth, count = self.measure(selection.selection_set)
+                deepest = max(deepest, depth)
+                aliases += count
+            elif isinstance(selection, FragmentSpreadNode):
+                depth, count = self._fragment(selection.name.value)
+                deepest = max(deepest, depth)
+                aliases += count
+        return deepest, aliases
+
+    def _fragment(self, name: str) -> tuple[int, int]:
+        known = self._measured.get(name)
+        if known is not None:
+            return known
+        fragment = self._fragments.get(name)
+        if fragment is None or name in self._visiting:
+            return 0, 0  # an unknown or cyclic spread is the upstream's to reject
+        self._visiting.add(name)
+        measured = self.measure(fragment.selection_set)
+        self._visiting.discard(name)
+        self._measured[name] = measured
+        return measured

@@ -1,4 +1,4 @@
-"""Who may use the proxy: the Host allowlist, browser origins and client keys with rate limits.
+"""Access control for the GraphQL listener: Host allowlist, browser origins, client keys.
 
 The checks run before the cache and before any token or upstream work, so a request that fails
 them costs nothing upstream and learns nothing from the cache.
@@ -10,7 +10,9 @@ import base64
 import binascii
 import hashlib
 import hmac
+import ipaddress
 import math
+import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -19,6 +21,8 @@ from .config import ClientSettings, ServerSettings
 from .errors import ClientKeyRequired, HostNotAllowed, OriginNotAllowed, RateLimited
 
 KEY_HASH_PREFIX = "sha256:"
+HOST_NAME = re.compile(r"[a-z0-9_-]+(\.[a-z0-9_-]+)*")
+PORT = re.compile(r"[0-9]{1,5}")
 CHALLENGE = {"WWW-Authenticate": 'Bearer realm="insights-proxy", Basic realm="insights-proxy"'}
 
 
@@ -27,24 +31,46 @@ def hash_client_key(key: str) -> str:
     return KEY_HASH_PREFIX + hashlib.sha256(key.encode()).hexdigest()
 
 
-def split_host(value: str) -> tuple[str, str | None]:
-    """Split a Host header into a lower-case host and an optional port; IPv6 keeps brackets."""
+def split_host(value: str) -> tuple[str, int | None] | None:
+    """Split a `Host` value into a normalised host and its port, or return None if malformed.
+
+    Names are lower-cased without a trailing dot. IPv6 literals keep their brackets in
+    compressed form, so `[0:0::1]` and `[::1]` compare equal. Anything else after the host,
+    such as `localhost:80@evil.example` or `[::1]x`, makes the value malformed.
+    """
     value = value.strip().lower()
     if value.startswith("["):
         end = value.find("]")
         if end == -1:
-            return value, None
-        host, rest = value[:end + 1], value[end + 1:]
-        return host, rest[1:] if rest.startswith(":") else None
-    host, _, port = value.partition(":")
-    return host.rstrip("."), port or None
+            return None
+        try:
+            address = ipaddress.IPv6Address(value[1:end])
+        except ValueError:
+            return None
+        host, rest = f"[{address.compressed}]", value[end + 1:]
+        if rest and not rest.startswith(":"):
+            return None
+        port = rest[1:]
+    else:
+        host, _, port = value.partition(":")
+        host = host.rstrip(".")
+        if not HOST_NAME.fullmatch(host):
+            return None
+    if not port:
+        return host, None
+    if not PORT.fullmatch(port):
+        return None
+    return host, int(port)
 
 
 class HostAllowlist:
-    """Accept only the `Host` values of `server.allowed_hosts` (DNS-rebinding defence)."""
+    """Accept only the `Host` values of `server.allowed_hosts` (DNS-rebinding defence).
+
+    An entry without a port allows any port; an entry with one allows only that port.
+    """
 
     def __init__(self, allowed: tuple[str, ...]) -> None:
-        self._entries = [split_host(entry) for entry in allowed]
+        self._entries = [entry for entry in map(split_host, allowed) if entry is not None]
         self._known: dict[str, bool] = {}
 
     def check(self, header: str | None) -> None:
@@ -61,7 +87,10 @@ class HostAllowlist:
                                  "server.allowed_hosts if this proxy should answer to that name")
 
     def _matches(self, header: str) -> bool:
-        host, port = split_host(header)
+        parsed = split_host(header)
+        if parsed is None:
+            return False
+        host, port = parsed
         return any(host == entry_host and (entry_port is None or entry_port == port)
                    for entry_host, entry_port in self._entries)
 
@@ -93,7 +122,11 @@ class _Bucket:
 
 
 class ClientKeys:
-    """Authenticate `[[clients]]` by key and apply their per-minute rate limits."""
+    """Authenticate `[[clients]]` by key and apply their per-minute rate limits.
+
+    NOTE: the rate-limit buckets live in this object, and a configuration reload builds a new
+    one, so a reload resets every client's budget.
+    """
 
     def __init__(self, clients: tuple[ClientSettings, ...], *,
                  clock: Callable[[], float] = time.monotonic) -> None:
