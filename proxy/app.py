@@ -15,7 +15,7 @@ import structlog
 from aiohttp import web
 
 from .errors import (
-    BadRequest, MethodNotAllowed, NotFound, PayloadTooLarge, ProxyError, URITooLong,
+    BadRequest, MethodNotAllowed, RateLimited, NotFound, PayloadTooLarge, ProxyError, URITooLong,
     UnsupportedMediaType, HeadersTooLarge,
 )
 from .keys import METRICS, RUNTIME
@@ -53,6 +53,9 @@ async def handle(request: web.Request) -> web.StreamResponse:
         try:
             origin, client = _admit(request, runtime)
             outcome = await _answer(request, runtime, request_id)
+        except RateLimited as exc:
+            client = exc.client
+            outcome = _error_outcome(exc)
         except ProxyError as exc:
             outcome = _error_outcome(exc)
         except asyncio.CancelledError:

@@ -107,6 +107,7 @@ class UnsupportedMediaType(ProxyError):
 class RateLimited(ProxyError):
     status = 429
     code = "RATE_LIMITED"
+    client: str | None = None  # the client over its limit, for the request log line
 
 
 class HeadersTooLarge(ProxyError):

@@ -53,7 +53,10 @@ def redact(_logger: Any, _name: str, event: MutableMapping[str, Any]) -> Mutable
 
 
 class RepeatFolder:
-    """structlog processor: let one warning or error through per window, then count repeats."""
+    """structlog processor: let one warning or error through per window, then count repeats.
+
+    Only events with an `error` field fold, keyed by event name and error text.
+    """
 
     def __init__(self, window_s: float = REPEAT_WINDOW_S) -> None:
         self._window_s = window_s
@@ -61,8 +64,8 @@ class RepeatFolder:
 
     def __call__(self, _logger: Any, method: str,
                  event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
-        if method not in ("warning", "error", "critical", "exception"):
-            return event
+        if method not in ("warning", "error", "critical", "exception") or "error" not in event:
+            return event  # only repeats of a known error fold; unexpected faults always log
         key = (str(event.get("event")), str(event.get("error", "")))
         now = time.monotonic()
         first, repeats = self._seen.get(key, (0.0, 0))
@@ -75,6 +78,35 @@ class RepeatFolder:
         if repeats:
             event["repeated"] = repeats
         return event
+
+
+class RepeatFilter(logging.Filter):
+    """stdlib filter: let one record per logger and message through per window.
+
+    aiohttp logs every malformed request it rejects, so any local client could otherwise
+    flood the log. Repeats are counted into the next record that passes.
+    """
+
+    def __init__(self, window_s: float = REPEAT_WINDOW_S) -> None:
+        super().__init__()
+        self._window_s = window_s
+        self._seen: dict[tuple[str, str], tuple[float, int]] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.WARNING or not isinstance(record.msg, str):
+            return True
+        key = (record.name, record.msg)
+        now = time.monotonic()
+        first, repeats = self._seen.get(key, (0.0, 0))
+        if now - first < self._window_s:
+            self._seen[key] = (first, repeats + 1)
+            return False
+        if len(self._seen) > 1024:
+            self._seen.clear()
+        self._seen[key] = (now, 0)
+        if repeats:
+            record.msg = f"{record.msg} (repeated {repeats} times in the last window)"
+        return True
 
 
 SHARED_PROCESSORS: list[Any] = [
@@ -116,6 +148,10 @@ def configure_logging(fmt: str = "auto", level: str = "info") -> None:
     root.addHandler(handler)
     root.setLevel(level.upper())
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    for name in ("aiohttp.server", "aiohttp.web", "aiohttp.client"):
+        foreign = logging.getLogger(name)
+        if not any(isinstance(existing, RepeatFilter) for existing in foreign.filters):
+            foreign.addFilter(RepeatFilter())
     structlog.configure(
         processors=[*SHARED_PROCESSORS, RepeatFolder(),
                     structlog.stdlib.ProcessorFormatter.wrap_for_formatter],

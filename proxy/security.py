@@ -169,9 +169,11 @@ class ClientKeys:
         bucket.updated = now
         if bucket.tokens < 1.0:
             wait = (1.0 - bucket.tokens) / rate
-            raise RateLimited(f"client {client.name!r} is over its limit of {limit} requests per "
-                              f"minute; retry in {math.ceil(wait)} s",
-                              headers={"Retry-After": str(max(1, math.ceil(wait)))})
+            error = RateLimited(f"client {client.name!r} is over its limit of {limit} requests "
+                                f"per minute; retry in {math.ceil(wait)} s",
+                                headers={"Retry-After": str(max(1, math.ceil(wait)))})
+            error.client = client.name
+            raise error
         bucket.tokens -= 1.0
 
 

@@ -151,3 +151,41 @@ async def test_metrics_parse_and_move(proxy):
     assert after["insights_proxy_request_duration_seconds_count{}"] == 3
     assert after["insights_proxy_overhead_seconds_count{}"] == 3
     assert "insights_proxy_build_info{python=" in "".join(after)
+
+
+def test_repeat_folder_passes_unexpected_faults():
+    """Events without an error field, such as unexpected faults, are never folded."""
+    folder = RepeatFolder(window_s=60)
+    event = {"event": "request.failed", "request_id": "a"}
+    for _ in range(3):
+        assert folder(None, "error", dict(event)) == event
+
+
+def test_repeat_filter_folds_foreign_records():
+    """aiohttp's repeated warnings pass once per window and then carry a count."""
+    from proxy.log import RepeatFilter
+
+    flood = RepeatFilter(window_s=60)
+    record = logging.LogRecord("aiohttp.server", logging.ERROR, __file__, 1,
+                               "Error handling request", None, None)
+    assert flood.filter(record)
+    assert not flood.filter(record)
+    assert not flood.filter(record)
+    flood._seen[("aiohttp.server", "Error handling request")] = (0.0, 2)
+    assert flood.filter(record)
+    assert "repeated 2 times" in record.msg
+
+
+async def test_rate_limited_line_names_client(stand_in, start_proxy, caplog):
+    """A 429 request line carries the client that went over its limit."""
+    from proxy.security import hash_client_key
+    raw = proxy_config(stand_in, clients=[{"name": "dashboards", "requests_per_minute": 1,
+                                           "key_hash": hash_client_key("d" * 32)}])
+    proxy = await start_proxy(raw)
+    for _ in range(2):
+        response, _ = await proxy.query(SAMPLE_QUERY, VARIABLES,
+                                        headers={"Authorization": "Bearer " + "d" * 32})
+    assert response.status == 429
+    line = request_lines(caplog)[-1]
+    assert line["status"] == 429
+    assert line["client"] == "dashboards"
