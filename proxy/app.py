@@ -9,7 +9,8 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-import uuid
+import itertools
+import os
 
 import structlog
 from aiohttp import web
@@ -19,13 +20,17 @@ from .errors import (
     UnsupportedMediaType, HeadersTooLarge,
 )
 from .keys import METRICS, RUNTIME
+from .log import ACCESS_LOG
 from .metrics import Metrics
 from .runtime import Runtime, RuntimeHolder
 from .service import NAME, Directives, Outcome
 
-log = structlog.get_logger("insights_proxy.access")
+log = structlog.get_logger("insights_proxy.app")
 
 REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+# Generated ids are a random per-process prefix and a counter: unique, and cheaper than uuid4.
+_ID_PREFIX = os.urandom(6).hex()
+_ID_COUNTER = itertools.count(1)
 JSON_TYPES = frozenset({"application/json"})
 ALLOW = "GET, POST"
 CORS_HEADERS = "Content-Type, Authorization, X-Request-ID, Cache-Control, If-None-Match"
@@ -38,6 +43,7 @@ def create_proxy_app(holder: RuntimeHolder, metrics: Metrics) -> web.Application
     app[RUNTIME] = holder
     app[METRICS] = metrics
     app.router.add_route("*", "/{tail:.*}", handle)
+    ACCESS_LOG.trusted_path = settings.server.path
     return app
 
 
@@ -180,7 +186,7 @@ def _respond(outcome: Outcome, request_id: str, origin: str | None) -> web.Respo
 def _request_id(value: str | None) -> str:
     if value is not None and REQUEST_ID.match(value):
         return value
-    return uuid.uuid4().hex
+    return f"{_ID_PREFIX}{next(_ID_COUNTER):08x}"
 
 
 def _log_line(request: web.Request, runtime: Runtime, request_id: str, client: str | None,
@@ -190,7 +196,7 @@ def _log_line(request: web.Request, runtime: Runtime, request_id: str, client: s
     code = outcome.code if outcome is not None else "CLIENT_CLOSED_REQUEST"
     cache = outcome.cache_status.partition(";")[0] if outcome is not None else "none"
     metrics = runtime.metrics
-    metrics.requests.labels(str(status), code or "", cache, client or "").inc()
+    metrics.count_request(status, code or "", cache, client or "")
     metrics.request_duration.observe(elapsed)
     upstream_s = outcome.upstream_s if outcome is not None else None
     if upstream_s is not None:
@@ -199,17 +205,16 @@ def _log_line(request: web.Request, runtime: Runtime, request_id: str, client: s
         metrics.overhead.observe(max(0.0, elapsed - upstream_s))
     else:
         metrics.overhead.observe(elapsed)
-    log.info(
-        "request",
-        request_id=request_id,
-        client=client,
-        method=request.method,
-        path=request.path[:200],
-        status=status,
-        code=code,
-        upstream_status=outcome.upstream_status if outcome is not None else None,
-        cache=outcome.cache_status if outcome is not None else None,
-        duration_ms=round(elapsed * 1000, 2),
-        upstream_ms=round(upstream_s * 1000, 2) if upstream_s is not None else None,
-        remote=request.remote,
-    )
+    ACCESS_LOG.write({
+        "request_id": request_id,
+        "client": client,
+        "method": request.method,
+        "path": request.path[:200],
+        "status": status,
+        "code": code,
+        "upstream_status": outcome.upstream_status if outcome is not None else None,
+        "cache": outcome.cache_status if outcome is not None else None,
+        "duration_ms": round(elapsed * 1000, 2),
+        "upstream_ms": round(upstream_s * 1000, 2) if upstream_s is not None else None,
+        "remote": request.remote,
+    })

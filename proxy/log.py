@@ -8,6 +8,7 @@ warning or error within a window are folded into one line with a count.
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import sys
@@ -147,13 +148,14 @@ def configure_logging(fmt: str = "auto", level: str = "info") -> None:
     handler._insights_proxy = True  # type: ignore[attr-defined]
     root.addHandler(handler)
     root.setLevel(level.upper())
+    ACCESS_LOG.configure(use_json, level)
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
     for name in ("aiohttp.server", "aiohttp.web", "aiohttp.client"):
         foreign = logging.getLogger(name)
         if not any(isinstance(existing, RepeatFilter) for existing in foreign.filters):
             foreign.addFilter(RepeatFilter())
     structlog.configure(
-        processors=[*SHARED_PROCESSORS, RepeatFolder(),
+        processors=[structlog.stdlib.filter_by_level, *SHARED_PROCESSORS, RepeatFolder(),
                     structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
         logger_factory=structlog.stdlib.LoggerFactory(),
         wrapper_class=structlog.stdlib.BoundLogger,
@@ -179,3 +181,64 @@ def redact_text_tree(value: Any) -> Any:
     if isinstance(value, dict):
         return {key: redact_text_tree(item) for key, item in value.items()}
     return value
+
+
+try:  # orjson serialises the request line about five times faster than json
+    import orjson
+
+    def _dumps(fields: dict[str, Any]) -> str:
+        return orjson.dumps(fields, default=str).decode()
+except ImportError:  # pragma: no cover - orjson is optional
+    def _dumps(fields: dict[str, Any]) -> str:
+        return json.dumps(fields, default=str, separators=(",", ":"))
+
+
+class AccessLog:
+    """The one line per request, written straight to standard error.
+
+    It runs on every request, so it skips the structlog and stdlib chain (about a third of the
+    CPU time of a cache hit when measured) and renders the same fields, keys and format
+    directly. Only `path` comes from the client as free text, so only it passes the redactor.
+    """
+
+    logger_name = "insights_proxy.access"
+
+    def __init__(self) -> None:
+        self.enabled = True
+        self.use_json = True
+        self.trusted_path = ""  # the configured endpoint path, which needs no redaction
+        self.stream: Any = None  # None: sys.stderr, looked up at each write
+        self._second = -1
+        self._prefix = ""
+
+    def configure(self, use_json: bool, level: str) -> None:
+        self.use_json = use_json
+        self.enabled = logging.getLevelName(level.upper()) <= logging.INFO
+
+    def write(self, fields: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
+        path = fields.get("path")
+        if isinstance(path, str) and path != self.trusted_path:
+            fields["path"] = redact_text(path)
+        fields["event"] = "request"
+        fields["level"] = "info"
+        fields["logger"] = self.logger_name
+        fields["timestamp"] = self._timestamp()
+        if self.use_json:
+            line = _dumps(fields)
+        else:
+            line = " ".join(f"{key}={value}" for key, value in fields.items()
+                            if value is not None)
+        (self.stream or sys.stderr).write(line + "\n")
+
+    def _timestamp(self) -> str:
+        now = time.time()
+        second = int(now)
+        if second != self._second:
+            self._second = second
+            self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        return f"{self._prefix}.{int((now - second) * 1_000_000):06d}Z"
+
+
+ACCESS_LOG = AccessLog()

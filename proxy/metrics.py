@@ -56,10 +56,21 @@ class Metrics:
                 ("stale", "Expired answers served because the upstream or token endpoint failed."),
             )
         }
+        self._request_children: dict[tuple[int, str, str, str], Counter] = {}
         build = Info("insights_proxy_build", "Version of the proxy and of Python.", registry=r)
         build.info({"version": __version__, "python": platform.python_version()})
         for outcome in ("success", "failure"):
             self.token_fetches.labels(outcome)
+
+    def count_request(self, status: int, code: str, cache: str, client: str) -> None:
+        """Count one answered request; label children are cached, as this runs per request."""
+        key = (status, code, cache, client)
+        child = self._request_children.get(key)
+        if child is None:
+            child = self.requests.labels(str(status), code, cache, client)
+            if len(self._request_children) < 4096:
+                self._request_children[key] = child
+        child.inc()
 
     def count_lookup(self, kind: str) -> None:
         counter = self.cache_lookups.get({"hit": "hits", "miss": "misses"}.get(kind, kind))

@@ -7,10 +7,11 @@ access token it issued during the test; a hit fails the test.
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ import aiohttp
 import pytest
 
 from proxy.config import LoadedSettings, Settings, build_settings, load_settings
-from proxy.log import configure_logging
+from proxy.log import ACCESS_LOG, configure_logging
 from proxy.server import ProxyServer
 from proxy.standin import (
     STANDIN_STATE, StandinSettings, StandinState, insights_url, revoke_url, start_standin,
@@ -50,17 +51,36 @@ def clock() -> FakeClock:
     return FakeClock()
 
 
+class AccessLines:
+    """The request log lines written during one test."""
+
+    def __init__(self) -> None:
+        self.stream = io.StringIO()
+
+    def lines(self) -> list[dict[str, Any]]:
+        return [json.loads(line) for line in self.stream.getvalue().splitlines()]
+
+
 @pytest.fixture(autouse=True)
-def no_secrets_in_logs(caplog: pytest.LogCaptureFixture):
-    """Fail the test when any captured log record contains a secret or an access token."""
+def access_log() -> Iterator[AccessLines]:
+    capture = AccessLines()
+    ACCESS_LOG.stream = capture.stream
+    yield capture
+    ACCESS_LOG.stream = None
+
+
+@pytest.fixture(autouse=True)
+def no_secrets_in_logs(caplog: pytest.LogCaptureFixture, access_log: AccessLines):
+    """Fail the test when any log record or request line contains a secret or access token."""
     caplog.set_level(logging.DEBUG)
     _SECRETS.clear()
     yield
-    leaked = []
+    texts = [access_log.stream.getvalue()]
     for record in caplog.records:
-        text = f"{record.getMessage()} {record.msg!r} {record.args!r} {record.exc_text or ''}"
-        leaked.extend(secret[:6] + "…" for secret in _SECRETS if secret in text)
-    assert not leaked, f"secrets or tokens found in the logs: {sorted(set(leaked))}"
+        texts.append(f"{record.getMessage()} {record.msg!r} {record.args!r} "
+                     f"{record.exc_text or ''}")
+    leaked = {secret[:6] + "…" for text in texts for secret in _SECRETS if secret in text}
+    assert not leaked, f"secrets or tokens found in the logs: {sorted(leaked)}"
 
 
 def remember_secret(value: str) -> None:

@@ -18,17 +18,16 @@ from .conftest import SAMPLE_QUERY, proxy_config
 VARIABLES = {"org": {"orgId": FIXTURE_ORG.uuid}}
 
 
-def request_lines(caplog: pytest.LogCaptureFixture) -> list[dict]:
-    return [record.msg for record in caplog.records
-            if isinstance(record.msg, dict) and record.msg.get("event") == "request"]
+def request_lines(access_log) -> list[dict]:
+    return access_log.lines()
 
 
-async def test_request_line_fields_hit_and_miss(proxy, caplog):
+async def test_request_line_fields_hit_and_miss(proxy, access_log):
     """Each request logs one line with id, method, path, status, cache and durations."""
     await proxy.query(SAMPLE_QUERY, VARIABLES)
     response, _ = await proxy.query(SAMPLE_QUERY, VARIABLES,
                                     headers={"X-Request-ID": "trace-42"})
-    miss, hit = request_lines(caplog)[-2:]
+    miss, hit = request_lines(access_log)[-2:]
     assert miss["cache"] == "fwd=miss; stored"
     assert miss["upstream_status"] == 200
     assert miss["upstream_ms"] is not None
@@ -43,25 +42,25 @@ async def test_request_line_fields_hit_and_miss(proxy, caplog):
         assert line["remote"] == "127.0.0.1"
 
 
-async def test_request_line_error_code_no_query_string(proxy, caplog):
+async def test_request_line_error_code_no_query_string(proxy, access_log):
     """An error's line carries its code, and the path is logged without the query string."""
     async with proxy.session.get(proxy.url, params={"query": "{ a "}) as response:
         await response.read()
-    line = request_lines(caplog)[-1]
+    line = request_lines(access_log)[-1]
     assert line["status"] == 400
     assert line["code"] == "GRAPHQL_PARSE_FAILED"
     assert line["path"] == "/query-api"
     assert "query=" not in json.dumps(line)
 
 
-async def test_request_line_names_client(stand_in, start_proxy, caplog):
+async def test_request_line_names_client(stand_in, start_proxy, access_log):
     """With client keys, the line carries the client's name."""
     from proxy.security import hash_client_key
     raw = proxy_config(stand_in, clients=[{"name": "grafana",
                                            "key_hash": hash_client_key("k" * 32)}])
     proxy = await start_proxy(raw)
     await proxy.query(SAMPLE_QUERY, VARIABLES, headers={"Authorization": "Bearer " + "k" * 32})
-    assert request_lines(caplog)[-1]["client"] == "grafana"
+    assert request_lines(access_log)[-1]["client"] == "grafana"
 
 
 def render(record_args: dict, use_json: bool = True) -> str:
@@ -176,7 +175,7 @@ def test_repeat_filter_folds_foreign_records():
     assert "repeated 2 times" in record.msg
 
 
-async def test_rate_limited_line_names_client(stand_in, start_proxy, caplog):
+async def test_rate_limited_line_names_client(stand_in, start_proxy, access_log):
     """A 429 request line carries the client that went over its limit."""
     from proxy.security import hash_client_key
     raw = proxy_config(stand_in, clients=[{"name": "dashboards", "requests_per_minute": 1,
@@ -186,6 +185,37 @@ async def test_rate_limited_line_names_client(stand_in, start_proxy, caplog):
         response, _ = await proxy.query(SAMPLE_QUERY, VARIABLES,
                                         headers={"Authorization": "Bearer " + "d" * 32})
     assert response.status == 429
-    line = request_lines(caplog)[-1]
+    line = request_lines(access_log)[-1]
     assert line["status"] == 429
     assert line["client"] == "dashboards"
+
+
+def test_access_log_renders_and_redacts():
+    """The request line is JSON with the common keys, and a credential in the path is masked."""
+    from proxy.log import AccessLog
+
+    access = AccessLog()
+    access.stream = io.StringIO()
+    access.configure(use_json=True, level="info")
+    access.write({"request_id": "r1", "path": "/x/Bearer abcdefghijklmnopqrst", "status": 404})
+    line = json.loads(access.stream.getvalue())
+    assert line["event"] == "request"
+    assert line["level"] == "info"
+    assert line["logger"] == "insights_proxy.access"
+    assert line["timestamp"].endswith("Z")
+    assert "abcdefghijklmnopqrst" not in line["path"]
+
+
+def test_access_log_console_and_level():
+    """Console format renders key=value pairs; a level above info turns the line off."""
+    from proxy.log import AccessLog
+
+    access = AccessLog()
+    access.stream = io.StringIO()
+    access.configure(use_json=False, level="info")
+    access.write({"request_id": "r2", "status": 200, "client": None})
+    text = access.stream.getvalue()
+    assert "request_id=r2" in text and "status=200" in text and "client=" not in text
+    access.configure(use_json=True, level="warning")
+    access.write({"request_id": "r3"})
+    assert "r3" not in access.stream.getvalue()

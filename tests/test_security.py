@@ -184,10 +184,8 @@ def basic(user: str, password: str) -> str:
     return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
 
 
-def request_lines(caplog: pytest.LogCaptureFixture) -> list[dict[str, Any]]:
-    """Return the request log events (structlog passes the event dict as the record's msg)."""
-    return [record.msg for record in caplog.records
-            if isinstance(record.msg, dict) and record.msg.get("event") == "request"]
+def request_lines(access_log) -> list[dict]:
+    return access_log.lines()
 
 
 async def settled_token_requests(proxy, stand_in) -> int:
@@ -526,11 +524,11 @@ async def test_client_key_checked_before_cache(keyed_proxy, stand_in):
     assert stand_in.stats["insights_requests"] == 1
 
 
-async def test_client_name_in_log_and_metrics(keyed_proxy, caplog):
+async def test_client_name_in_log_and_metrics(keyed_proxy, access_log):
     """The client's name appears in its request log lines and in the request metrics."""
     await keyed_proxy.query(ORGS_QUERY, headers={"Authorization": f"Bearer {EXCEL_KEY}"})
     await keyed_proxy.query(ORGS_QUERY)
-    lines = request_lines(caplog)
+    lines = request_lines(access_log)
     assert [line["client"] for line in lines] == ["excel", None]
     assert [line["status"] for line in lines] == [200, 401]
     async with keyed_proxy.session.get(keyed_proxy.admin_url + "/metrics") as response:
@@ -842,22 +840,22 @@ async def test_body_compression_bomb_413(stand_in, start_proxy):
     assert stand_in.stats["insights_requests"] == 0
 
 
-async def test_body_invalid_encoding_400(small_proxy, stand_in, caplog):
+async def test_body_invalid_encoding_400(small_proxy, stand_in, access_log):
     """A body that does not decode as its Content-Encoding is 400, not an internal error."""
     raw = await exchange(port_of(small_proxy), request_bytes(
         headers=json_headers(**{"Content-Encoding": "gzip"}), body=b"not gzip at all"))
     assert status_of(raw) == 400
     assert error_code(body_of(raw)) == "BAD_REQUEST"
     assert stand_in.stats["insights_requests"] == 0
-    assert [line["status"] for line in request_lines(caplog)] == [400]
+    assert [line["status"] for line in request_lines(access_log)] == [400]
 
 
-async def test_body_cut_short_not_an_internal_error(small_proxy, stand_in, caplog):
+async def test_body_cut_short_not_an_internal_error(small_proxy, stand_in, caplog, access_log):
     """A client that disconnects mid-body is logged as 400 or 499, without a traceback."""
     head = request_bytes(headers=json_headers(**{"Content-Length": "500"}), body=None)
     await exchange(port_of(small_proxy), head + b'{"query": ', timeout_s=0.3)
-    await wait_for(lambda: request_lines(caplog))
-    assert [line["status"] for line in request_lines(caplog)] in ([400], [499])
+    await wait_for(lambda: request_lines(access_log))
+    assert [line["status"] for line in request_lines(access_log)] in ([400], [499])
     assert not [record for record in caplog.records if record.exc_info]
     assert stand_in.stats["insights_requests"] == 0
 
