@@ -13,7 +13,7 @@ import structlog
 from .config import build_settings, load_settings, resolve_config_path
 from .log import configure_logging
 from .security import hash_client_key
-from .server import Listeners, ProxyServer, run_until_signalled
+from .server import ListenError, Listeners, ProxyServer, run_until_signalled
 
 MIN_CLIENT_KEY_LENGTH = 16
 
@@ -42,12 +42,25 @@ def run_serve(config_path: str | None) -> int:
     async def serve() -> int:
         return await run_until_signalled(ProxyServer(loaded), ready)
 
-    return asyncio.run(serve())
+    try:
+        return asyncio.run(serve())
+    except ListenError as exc:
+        print(f"insights-proxy: {exc}", file=sys.stderr)
+        return 1
 
 
 def run_demo(port: int, admin_port: int, stand_in_port: int) -> int:
     configure_logging("console", "warning")
-    return asyncio.run(_demo(port, admin_port, stand_in_port))
+    try:
+        return asyncio.run(_demo(port, admin_port, stand_in_port))
+    except ListenError as exc:
+        print(f"insights-proxy demo: {str(exc).replace('server.port', '--port').replace('admin.port', '--admin-port')}",
+              file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"insights-proxy demo: cannot start the stand-in on port {stand_in_port} "
+              f"({exc.strerror or exc}); choose another --stand-in-port, or 0", file=sys.stderr)
+        return 1
 
 
 async def _demo(port: int, admin_port: int, stand_in_port: int) -> int:

@@ -29,6 +29,10 @@ from .runtime import Runtime, RuntimeHolder
 log = structlog.get_logger("insights_proxy.server")
 
 
+class ListenError(Exception):
+    """A listener could not be bound; the message names the address and the key to change."""
+
+
 @dataclass
 class Listeners:
     """The bound addresses, for printing and for tests that ask for port 0."""
@@ -61,8 +65,8 @@ class ProxyServer:
                                      handler_cancellation=True)
         admin_runner = web.AppRunner(create_admin_app(self.holder, self.metrics, self.reloader),
                                      access_log=None, shutdown_timeout=1.0)
-        proxy_port = await self._bind(proxy_runner, server.host, server.port)
-        admin_port = await self._bind(admin_runner, admin.host, admin.port)
+        proxy_port = await self._bind(proxy_runner, server.host, server.port, "server.port")
+        admin_port = await self._bind(admin_runner, admin.host, admin.port, "admin.port")
         self._warmup = asyncio.ensure_future(self._obtain_first_token())
         listeners = Listeners(
             proxy_url=f"http://{_url_host(server.host)}:{proxy_port}{server.path}",
@@ -73,11 +77,16 @@ class ProxyServer:
                  pid=os.getpid())
         return listeners
 
-    async def _bind(self, runner: web.AppRunner, host: str, port: int) -> int:
+    async def _bind(self, runner: web.AppRunner, host: str, port: int, key: str) -> int:
         await runner.setup()
         self._runners.append(runner)
         site = web.TCPSite(runner, host, port, reuse_address=True)
-        await site.start()
+        try:
+            await site.start()
+        except OSError as exc:
+            await self.stop()
+            raise ListenError(f"cannot listen on {host}:{port} ({exc.strerror or exc}); "
+                              f"stop what uses it or choose another {key}") from None
         return runner.addresses[-1][1]
 
     async def _obtain_first_token(self) -> None:

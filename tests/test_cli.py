@@ -265,3 +265,19 @@ async def test_cli_sigterm_drains_in_flight(processes, tmp_path):
     code, stderr = await serve.stop(None)
     assert code == 0, stderr
     await simulate.stop()
+
+
+async def test_cli_port_in_use_clean_error(processes, tmp_path):
+    """A port already in use exits 1 with a message naming the key, not a traceback."""
+    simulate, base = await start_simulate(processes)
+    busy = int(base.rsplit(":", 1)[1])
+    path = config_for(base, tmp_path, server={"port": busy})
+    result = await asyncio.to_thread(run, "serve", "--config", str(path))
+    assert result.returncode == 1
+    assert "server.port" in result.stderr
+    assert "Traceback" not in result.stderr
+    demo = await asyncio.to_thread(run, "demo", "--port", str(busy))
+    assert demo.returncode == 1
+    assert "--port" in demo.stderr
+    assert "Traceback" not in demo.stderr
+    await simulate.stop()
