@@ -7,7 +7,7 @@ import sys
 
 import aiohttp
 
-from .config import load_settings, resolve_config_path
+from .config import load_admin_settings, resolve_config_path
 from .server import _url_host
 
 ROUTES = {
@@ -20,21 +20,25 @@ ROUTES = {
 
 
 async def run_admin(action: str, config_path: str | None) -> int:
-    settings = load_settings(resolve_config_path(config_path)).settings
+    admin = load_admin_settings(resolve_config_path(config_path))
     method, path = ROUTES[action]
-    host = _url_host(settings.admin.host)
-    url = f"http://{host}:{settings.admin.port}{path}"
+    host = _url_host(admin.host)
+    url = f"http://{host}:{admin.port}{path}"
     headers = {}
-    token = settings.admin.token.get_secret_value()
+    token = admin.token.get_secret_value()
     if token:
         headers["Authorization"] = f"Bearer {token}"
     try:
         async with aiohttp.ClientSession() as session:
             async with session.request(method, url, headers=headers,
-                                       timeout=aiohttp.ClientTimeout(total=60)) as response:
+                                       timeout=aiohttp.ClientTimeout(total=120)) as response:
                 text = await response.text()
                 status = response.status
-    except (aiohttp.ClientError, TimeoutError) as exc:
+    except TimeoutError:
+        print(f"insights-proxy: the admin listener at {url} did not respond within 120 s; "
+              "check the proxy's log", file=sys.stderr)
+        return 1
+    except aiohttp.ClientError as exc:
         print(f"insights-proxy: cannot reach the admin listener at {url} "
               f"({type(exc).__name__}); is the proxy running with this configuration?",
               file=sys.stderr)

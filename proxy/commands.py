@@ -110,7 +110,12 @@ def run_hash_key() -> int:
     if sys.stdin.isatty():
         key = getpass.getpass("Client key: ")
     else:
-        key = sys.stdin.readline()
+        try:
+            key = sys.stdin.buffer.readline().decode("utf-8")
+        except UnicodeDecodeError:
+            print("insights-proxy: the key on standard input is not UTF-8 text; use printable "
+                  "characters, e.g. from secrets.token_urlsafe", file=sys.stderr)
+            return 2
     key = key.strip()
     if len(key) < MIN_CLIENT_KEY_LENGTH:
         print(f"insights-proxy: the key is {len(key)} characters long; use at least "

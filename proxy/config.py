@@ -19,6 +19,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings.exceptions import SettingsError
 from yarl import URL
 
 from .errors import ConfigError
@@ -190,15 +191,49 @@ def load_settings(path: Path | None) -> LoadedSettings:
 def build_settings(raw: dict[str, Any], *, base: Path | None = None,
                    use_environment: bool = True) -> Settings:
     """Validate a configuration table, with environment overrides unless told otherwise."""
+    if use_environment:
+        unknown = _unknown_environment_names(os.environ)
+        if unknown:
+            raise ConfigError(unknown)
     try:
         settings = Settings(**raw) if use_environment else _with_environ({}, raw)
     except ValidationError as exc:
         raise ConfigError(_describe_validation_error(exc)) from None
-    settings = _read_secret_files(settings, base or Path.cwd())
+    except SettingsError as exc:
+        raise ConfigError([_describe_environment_error(exc)]) from None
+    base = base or Path.cwd()
+    settings = _read_secret_files(settings, base)
+    if settings.tls.ca_file and not Path(settings.tls.ca_file).is_absolute():
+        tls = settings.tls.model_copy(update={"ca_file": str(base / settings.tls.ca_file)})
+        settings = settings.model_copy(update={"tls": tls})
     problems = _check_consistency(settings)
     if problems:
         raise ConfigError(problems)
     return settings
+
+
+def _unknown_environment_names(environ: dict[str, str] | os._Environ[str]) -> list[str]:
+    """Reject INSIGHTS_PROXY_ variables that name no key, so a typo is not silently ignored."""
+    sections = {name.upper(): model for name, model in Settings.model_fields.items()}
+    problems = []
+    for name in environ:
+        if not name.startswith(ENV_PREFIX) or name == ENV_CONFIG_PATH:
+            continue
+        section, separator, key = name[len(ENV_PREFIX):].partition("__")
+        field = sections.get(section)
+        annotation = getattr(field, "annotation", None)
+        known_keys = getattr(annotation, "model_fields", None)
+        if field is None or (separator and known_keys is not None
+                             and key.lower() not in known_keys):
+            problems.append(f"environment variable {name}: names no configuration key; use "
+                            f"{ENV_PREFIX}<SECTION>__<KEY>, e.g. {ENV_PREFIX}SERVER__PORT")
+    return problems
+
+
+def _describe_environment_error(exc: SettingsError) -> str:
+    # pydantic-settings raises this when a list or table value is not valid JSON.
+    return (f"an {ENV_PREFIX}* environment variable could not be parsed ({exc}); give lists "
+            """and tables as JSON, e.g. INSIGHTS_PROXY_SERVER__ALLOWED_HOSTS='["localhost"]'""")
 
 
 def _with_environ(environ: dict[str, str], raw: dict[str, Any]) -> Settings:
@@ -223,6 +258,15 @@ def _read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError([
             f"configuration file {str(path)!r} is not readable by this user; fix its permissions"
         ]) from None
+    except IsADirectoryError:
+        raise ConfigError([f"configuration file {str(path)!r} is a directory; give the path "
+                           "of a TOML file"]) from None
+    except OSError as exc:
+        raise ConfigError([f"configuration file {str(path)!r} cannot be read "
+                           f"({exc.strerror or exc}); check the path"]) from None
+    except UnicodeDecodeError:
+        raise ConfigError([f"configuration file {str(path)!r} is not UTF-8 text; save it as "
+                           "UTF-8"]) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError([f"configuration file {str(path)!r} is not valid TOML: {exc}"]) from None
 
@@ -269,8 +313,12 @@ def _read_secret_file(key: str, name: str, base: Path, problems: list[str]) -> s
     try:
         secret = path.read_text(encoding="utf-8").strip()
     except OSError as exc:
-        problems.append(f"{key}: cannot read {str(path)!r} ({exc.strerror}); "
+        problems.append(f"{key}: cannot read {str(path)!r} ({exc.strerror or exc}); "
                         "check the path and its permissions")
+        return ""
+    except UnicodeDecodeError:
+        problems.append(f"{key}: {str(path)!r} is not UTF-8 text; write the secret as plain "
+                        "UTF-8 text")
         return ""
     if not secret:
         problems.append(f"{key}: {str(path)!r} is empty; write the secret into it")
@@ -363,10 +411,35 @@ def _check_browser_guards(server: ServerSettings) -> list[str]:
     return problems
 
 
+def load_admin_settings(path: Path) -> AdminSettings:
+    """Read only the [admin] table (and its environment overrides) for the admin client.
+
+    The admin client must work while an operator repairs another part of the configuration,
+    such as a client secret file in the middle of a rotation.
+    """
+    raw = dict(_read_toml(path).get("admin", {}))
+    prefix = f"{ENV_PREFIX}ADMIN__"
+    for name, value in os.environ.items():
+        if name.startswith(prefix):
+            raw[name[len(prefix):].lower()] = value
+    try:
+        admin = AdminSettings(**raw)
+    except ValidationError as exc:
+        raise ConfigError([f"admin.{problem}" for problem in _describe_validation_error(exc)]) \
+            from None
+    problems: list[str] = []
+    if admin.token_file and not admin.token.get_secret_value():
+        token = _read_secret_file("admin.token_file", admin.token_file, path.parent, problems)
+        admin = admin.model_copy(update={"token": SecretStr(token)})
+    if problems:
+        raise ConfigError(problems)
+    return admin
+
+
 def is_loopback_host(host: str) -> bool:
     """Tell whether a host name or address stays on this machine."""
     host = host.strip("[]").lower()
-    if host == "localhost" or host.endswith(".localhost"):
+    if host == "localhost":
         return True
     try:
         return ipaddress.ip_address(host).is_loopback

@@ -176,3 +176,59 @@ def test_example_config_lists_every_key_with_default():
             if isinstance(default, tuple):
                 value = tuple(value)
             assert value == default, f"{section}.{key}: example {value!r} != default {default!r}"
+
+
+@pytest.mark.parametrize(("name", "value", "expected"), [
+    ("INSIGHTS_PROXY_SERVR__PORT", "1", "INSIGHTS_PROXY_SERVR__PORT: names no configuration key"),
+    ("INSIGHTS_PROXY_SERVER__PROT", "1", "INSIGHTS_PROXY_SERVER__PROT: names no configuration key"),
+    ("INSIGHTS_PROXY_SERVER__ALLOWED_HOSTS", "localhost", "give lists and tables as JSON"),
+])
+def test_config_environment_mistakes_named(config_dir, monkeypatch, name, value, expected):
+    """A misspelt or unparsable environment override is an error, not silently ignored."""
+    monkeypatch.setenv(name, value)
+    assert expected in problems_of(config_dir / "proxy.toml")
+
+
+@pytest.mark.parametrize(("content", "expected"), [
+    (b"x = \xff\n", "is not UTF-8 text"),
+    (None, "is a directory"),
+])
+def test_config_unreadable_file_named(config_dir, content, expected):
+    """A config file that is not UTF-8, or a directory, is a configuration error."""
+    path = config_dir / "weird.toml"
+    if content is None:
+        path.mkdir()
+    else:
+        path.write_bytes(content)
+    assert expected in problems_of(path)
+
+
+def test_config_secret_file_not_utf8(config_dir):
+    """A secret file that is not UTF-8 text is named."""
+    (config_dir / "secret.txt").write_bytes(b"\xff\xfe\n")
+    assert "is not UTF-8 text" in problems_of(config_dir / "proxy.toml")
+
+
+def test_config_relative_ca_file_beside_config(config_dir, monkeypatch, tmp_path_factory):
+    """A relative tls.ca_file is read from the configuration file's folder."""
+    import ssl
+    ca = ssl.get_default_verify_paths().cafile or "/etc/ssl/certs/ca-certificates.crt"
+    (config_dir / "ca.pem").write_bytes(Path(ca).read_bytes())
+    path = config_dir / "proxy.toml"
+    path.write_text(MINIMAL + '\n[tls]\nca_file = "ca.pem"\n')
+    monkeypatch.chdir(tmp_path_factory.mktemp("elsewhere"))
+    settings = load_settings(path).settings
+    assert settings.tls.ca_file == str(config_dir / "ca.pem")
+
+
+def test_admin_settings_ignore_broken_secret(config_dir):
+    """The admin client reads only [admin], so a broken client secret file does not stop it."""
+    from proxy.config import load_admin_settings
+
+    (config_dir / "secret.txt").write_text("")
+    (config_dir / "admin-token").write_text("admin-token-value-1\n")
+    path = config_dir / "proxy.toml"
+    path.write_text(MINIMAL + '\n[admin]\nport = 9911\ntoken_file = "admin-token"\n')
+    admin = load_admin_settings(path)
+    assert admin.port == 9911
+    assert admin.token.get_secret_value() == "admin-token-value-1"
