@@ -57,7 +57,9 @@ async def handle(request: web.Request) -> web.StreamResponse:
     runtime.enter()
     try:
         try:
-            origin, client = _admit(request, runtime)
+            _admit(request, runtime)
+            origin = runtime.origins.check(request.headers)
+            client = _authenticate(request, runtime, origin)
             outcome = await _answer(request, runtime, request_id)
         except RateLimited as exc:
             client = exc.client
@@ -79,12 +81,12 @@ async def handle(request: web.Request) -> web.StreamResponse:
         runtime.leave()
 
 
-def _admit(request: web.Request, runtime: Runtime) -> tuple[str | None, str | None]:
-    """Run the checks that come before any cache, token or upstream work."""
+def _admit(request: web.Request, runtime: Runtime) -> None:
+    """Check Host, path and sizes: the checks before origin, key, cache, token or upstream."""
     runtime.hosts.check(request.headers.get("Host"))
     server = runtime.settings.server
     if request.raw_path.partition("?")[0] != server.path:
-        raise NotFound(f"nothing is served at {request.path[:200]!r}; "
+        raise NotFound(f"nothing is served at {request.raw_path.partition('?')[0][:200]!r}; "
                        f"send GraphQL requests to {server.path}")
     if len(request.raw_path) > server.max_url_bytes:
         raise URITooLong(f"the URL is {len(request.raw_path)} bytes long, over the limit of "
@@ -94,14 +96,16 @@ def _admit(request: web.Request, runtime: Runtime) -> tuple[str | None, str | No
     if header_bytes > server.max_header_bytes:
         raise HeadersTooLarge(f"the request headers are {header_bytes} bytes, over the limit of "
                               f"{server.max_header_bytes} (server.max_header_bytes)")
-    origin = runtime.origins.check(request.headers)
+
+
+def _authenticate(request: web.Request, runtime: Runtime, origin: str | None) -> str | None:
+    """Return the client's name when client keys are configured."""
     if (request.method == "OPTIONS" and origin is not None
             and "Access-Control-Request-Method" in request.headers):
         # Browsers never attach credentials to a CORS preflight, so it cannot carry a client
         # key; the request that follows it must.
-        return origin, None
-    client = runtime.clients.authenticate(request.headers.get("Authorization"))
-    return origin, client
+        return None
+    return runtime.clients.authenticate(request.headers.get("Authorization"))
 
 
 async def _answer(request: web.Request, runtime: Runtime, request_id: str) -> Outcome:
@@ -137,11 +141,16 @@ async def _read_body(request: web.Request, runtime: Runtime) -> bytes:
                               f"{limit} (server.max_body_bytes)")
     # NOTE: aiohttp 3.14 does not pass a chunk-framing error that arrives after this read
     # started on to `read()`, so such a request waits until the client disconnects.
+    body = bytearray()
     try:
-        return await request.read()
-    except web.HTTPRequestEntityTooLarge:
-        raise PayloadTooLarge(f"the body is over the limit of {limit} bytes "
-                              "(server.max_body_bytes)") from None
+        # Read with the limit of the current runtime rather than the app's fixed
+        # client_max_size, so a reloaded server.max_body_bytes takes effect.
+        async for chunk in request.content.iter_chunked(65536):
+            body.extend(chunk)
+            if len(body) > limit:
+                raise PayloadTooLarge(f"the body is over the limit of {limit} bytes "
+                                      "(server.max_body_bytes)")
+        return bytes(body)
     except web.RequestPayloadError as exc:
         raise BadRequest("the request body cannot be decoded or its framing is invalid; "
                          "check Content-Encoding and Transfer-Encoding") from exc
@@ -151,11 +160,13 @@ async def _read_body(request: web.Request, runtime: Runtime) -> bytes:
 
 def _directives(request: web.Request) -> Directives:
     directives = Directives(if_none_match=request.headers.get("If-None-Match"))
-    cache_control = request.headers.get("Cache-Control")
+    cache_control = ",".join(request.headers.getall("Cache-Control", ()))
     if cache_control:
         for part in cache_control.lower().split(","):
-            name = part.strip().partition("=")[0].strip()
-            if name == "no-cache" or name == "max-age" and part.strip() == "max-age=0":
+            name, _, value = part.strip().partition("=")
+            name = name.strip()
+            if name == "no-cache" or (name == "max-age" and value.strip().strip('"') .isdigit()
+                                      and int(value.strip().strip('"')) == 0):
                 directives.no_cache = True
             elif name == "no-store":
                 directives.no_store = True

@@ -7,6 +7,7 @@ proxy's own errors here, with the cause kept.
 from __future__ import annotations
 
 import asyncio
+import io
 import ssl
 from dataclasses import dataclass, field
 
@@ -22,6 +23,7 @@ from .tokens import TokenManager
 log = structlog.get_logger("insights_proxy.forwarding")
 
 USER_AGENT = f"choreo-insights-proxy/{__version__}"
+LARGE_BODY_BYTES = 2**20
 
 
 @dataclass(slots=True)
@@ -39,8 +41,8 @@ def create_session(settings: Settings) -> aiohttp.ClientSession:
     context = ssl.create_default_context()
     if settings.tls.ca_file:
         context.load_verify_locations(cafile=settings.tls.ca_file)
-    connector = aiohttp.TCPConnector(ssl=context, limit=256, ttl_dns_cache=300,
-                                     enable_cleanup_closed=True)
+    connector = aiohttp.TCPConnector(ssl=context, limit=settings.upstream.max_connections,
+                                     ttl_dns_cache=300, enable_cleanup_closed=True)
     return aiohttp.ClientSession(
         connector=connector,
         # No cookie may cross from one client's request to another's.
@@ -93,7 +95,9 @@ class Forwarder:
         loop = asyncio.get_running_loop()
         started = loop.time()
         try:
-            async with self._session.post(self._url, data=body, headers=headers,
+            # aiohttp warns about (and blocks the loop on) bytes bodies of 1 MiB or more.
+            data = body if len(body) < LARGE_BODY_BYTES else io.BytesIO(body)
+            async with self._session.post(self._url, data=data, headers=headers,
                                           allow_redirects=False,
                                           timeout=self._timeout) as response:
                 raw = await response.read()

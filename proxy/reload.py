@@ -11,6 +11,7 @@ from typing import Any
 import structlog
 
 from .config import ConfigError, Settings, load_settings
+from .errors import TokenEndpointError, TokenError
 from .log import configure_logging
 from .metrics import Metrics
 from .runtime import Runtime, RuntimeHolder
@@ -42,8 +43,19 @@ class Reloader:
                 log.error("config.reload_rejected", source=source, problems=exc.problems)
                 return False, {"reloaded": False, "problems": exc.problems,
                                "message": "the configuration was not changed"}
-            runtime = Runtime(new_settings, clock=self._clock, metrics=self._metrics,
-                              previous=old)
+            try:
+                runtime = Runtime(new_settings, clock=self._clock, metrics=self._metrics,
+                                  previous=old)
+            except Exception as exc:  # noqa: BLE001 - a reload must never take the proxy down
+                log.exception("config.reload_failed", source=source, error=type(exc).__name__)
+                return False, {"reloaded": False, "problems": [
+                    f"the new configuration could not be applied ({type(exc).__name__}); "
+                    "see the proxy's log"], "message": "the configuration was not changed"}
+            refused = await self._verify_credential(runtime, old)
+            if refused is not None:
+                log.error("config.reload_rejected", source=source, problems=[refused])
+                return False, {"reloaded": False, "problems": [refused],
+                               "message": "the configuration was not changed"}
             self._holder.swap(runtime)
             if new_settings.log != old.settings.log:
                 configure_logging(new_settings.log.format, new_settings.log.level)
@@ -53,6 +65,25 @@ class Reloader:
             detail = _describe_change(old.settings, new_settings, runtime)
             log.info("config.reloaded", source=source, **detail)
             return True, {"reloaded": True, **detail}
+
+    async def _verify_credential(self, runtime: Runtime, old: Runtime) -> str | None:
+        """Obtain a token with a changed credential before switching to it.
+
+        A mistyped secret is then rejected while the old token still serves requests. When
+        the token endpoint cannot be reached, the new credential is accepted unverified, since
+        the old one may already be revoked at Choreo.
+        """
+        if runtime.tokens is old.tokens:
+            return None
+        try:
+            await runtime.tokens.refresh()
+        except TokenEndpointError as exc:
+            await runtime.close()
+            return (f"the token endpoint refused the new credential ({exc.oauth_error or exc.code}):"
+                    f" {exc.message}")
+        except TokenError as exc:
+            log.warning("config.credential_unverified", error=exc.message)
+        return None
 
     async def close(self) -> None:
         if self._closing:

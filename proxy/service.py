@@ -51,7 +51,7 @@ class GraphQLService:
         self._cache = cache
         self._forwarder = forwarder
         self._clock = clock
-        self._flights: InFlight[tuple[UpstreamAnswer, bool]] = InFlight()
+        self._flights: InFlight[tuple[UpstreamAnswer, bool, str | None]] = InFlight()
         self._on_lookup = on_lookup or (lambda kind: None)
 
     @property
@@ -75,7 +75,7 @@ class GraphQLService:
 
         self._on_lookup("miss")
         try:
-            (answer, stored), joined = await self._flights.run(
+            (answer, stored, etag), joined = await self._flights.run(
                 request.cache_key, lambda: self._fetch_and_store(request, request_id))
         except ProxyError as exc:
             stale = self._stale(entry, exc.status)
@@ -89,18 +89,20 @@ class GraphQLService:
         if joined:
             self._on_lookup("merged")
         return _forwarded(answer, self._miss_status(directives, stored, joined),
-                          etag=_etag_for(answer), if_none_match=directives.if_none_match)
+                          etag=etag, if_none_match=directives.if_none_match)
 
     async def _fetch_and_store(self, request: GraphQLRequest,
-                               request_id: str) -> tuple[UpstreamAnswer, bool]:
+                               request_id: str) -> tuple[UpstreamAnswer, bool, str | None]:
+        """Forward once for every waiter; the JSON check and the ETag are computed here once."""
         answer = await self._forwarder.send(request.upstream_body, request_id)
-        if not _storable(answer):
-            return answer, False
+        etag = _etag_for(answer)
+        if etag is None:
+            return answer, False, None
         now = self._clock()
         entry = CachedAnswer(status=answer.status, headers=tuple(answer.headers),
-                             body=answer.body, etag=_etag_for(answer) or "",
+                             body=answer.body, etag=etag,
                              stored_at=now, fresh_until=now + self._settings.ttl_s)
-        return answer, self._cache.store(request.cache_key, entry)
+        return answer, self._cache.store(request.cache_key, entry), etag
 
     def _miss_status(self, directives: Directives, stored: bool, joined: bool) -> str:
         if not self._cache.enabled:
@@ -151,14 +153,16 @@ def _storable(answer: UpstreamAnswer) -> bool:
 
 
 def _etag_for(answer: UpstreamAnswer) -> str | None:
-    if answer.status != 200:
+    """Return an ETag for a complete, cacheable answer; errors and failures get none."""
+    if not _storable(answer):
         return None
     return '"' + hashlib.blake2b(answer.body, digest_size=16).hexdigest() + '"'
 
 
 def _etag_matches(header: str, etag: str) -> bool:
+    # "*" is not honoured: it would turn a miss or an error answer into an empty 304.
     candidates = [part.strip() for part in header.split(",")]
-    return "*" in candidates or any(c.removeprefix("W/") == etag for c in candidates)
+    return any(candidate.removeprefix("W/") == etag for candidate in candidates)
 
 
 def _forwarded(answer: UpstreamAnswer, cache_status: str, *, etag: str | None,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 
 import aiohttp
@@ -319,3 +320,57 @@ async def test_reload_identity_change_drops_cache(stand_in, tmp_path, start_prox
     assert body["identity_changed"] is True
     response, _ = await proxy.query(SAMPLE_QUERY, VARIABLES)
     assert "fwd=miss" in response.headers["Cache-Status"]
+
+
+async def test_reload_refused_secret_keeps_old(stand_in, tmp_path, start_proxy):
+    """A mistyped new secret is rejected by reload; the old token keeps serving."""
+    secret_file = tmp_path / "secret"
+    secret_file.write_text(stand_in.settings.client_secret + "\n")
+    raw = admin_config(stand_in)
+    del raw["oauth"]["client_secret"]
+    raw["oauth"]["client_secret_file"] = str(secret_file)
+    proxy = await start_proxy(path=write_config(tmp_path / "proxy.toml", raw))
+    await proxy.query(SAMPLE_QUERY, VARIABLES)
+    before = proxy.server.holder.current
+    secret_file.write_text("mistyped-secret-42\n")
+    remember_secret("mistyped-secret-42")
+    status, body, _ = await admin_call(proxy, "POST", "/admin/reload")
+    assert status == 400
+    assert "invalid_client" in body["problems"][0]
+    assert proxy.server.holder.current is before
+    response, _ = await proxy.query(SAMPLE_QUERY, {**VARIABLES, "after": 1})
+    assert response.status == 200
+    status, body, _ = await admin_call(proxy, "GET", "/readyz")
+    assert status == 200
+
+
+async def test_reload_unreadable_file_rejected(stand_in, tmp_path, start_proxy):
+    """A config file that turned unreadable is rejected with a reason, not a 500."""
+    path = write_config(tmp_path / "proxy.toml", admin_config(stand_in))
+    proxy = await start_proxy(path=path)
+    path.write_bytes(b"[server]\nx = \xff\n")
+    status, body, _ = await admin_call(proxy, "POST", "/admin/reload")
+    assert status == 400
+    assert "not UTF-8" in body["problems"][0]
+
+
+async def test_reload_body_limit_takes_effect(stand_in, tmp_path, start_proxy):
+    """A reloaded server.max_body_bytes applies to the next request."""
+    raw = admin_config(stand_in, server={"port": 0, "max_body_bytes": 1000})
+    path = write_config(tmp_path / "proxy.toml", raw)
+    proxy = await start_proxy(path=path)
+    big = json.dumps({"query": SAMPLE_QUERY,
+                      "variables": {**VARIABLES, "pad": "x" * 1500}}).encode()
+
+    async def send() -> int:
+        async with proxy.session.post(proxy.url, data=io.BytesIO(big),
+                                      headers={"Content-Type": "application/json"}) as response:
+            await response.read()
+            return response.status
+
+    assert await send() == 413
+    raw["server"] = {**raw["server"], "max_body_bytes": 3000}
+    write_config(path, raw)
+    status, _, _ = await admin_call(proxy, "POST", "/admin/reload")
+    assert status == 200
+    assert await send() == 200

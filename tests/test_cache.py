@@ -394,3 +394,25 @@ async def test_cache_burst_from_several_clients_one_insights_call(stand_in, star
     results = await asyncio.gather(*(client() for _ in range(8)))
     assert {status for statuses in results for status in statuses} == {200}
     assert stand_in.stats["insights_requests"] == 1
+
+
+async def test_cache_if_none_match_star_ignored(cached_proxy, upstream):
+    """If-None-Match: * never turns a miss or an error answer into an empty 304."""
+    proxy = await cached_proxy()
+    upstream.payload = {"errors": [{"message": "Cannot query field"}]}
+    response, body = await post(proxy, {"query": "{ nope }"}, **{"If-None-Match": "*"})
+    assert response.status == 200
+    assert b"Cannot query field" in body
+    assert "ETag" not in response.headers
+
+
+async def test_cache_control_every_header_read(cached_proxy, upstream):
+    """A no-store in a second Cache-Control header, or max-age=00, is honoured."""
+    proxy = await cached_proxy()
+    await post(proxy, {"query": "{ a }"})
+    async with proxy.session.post(proxy.url, json={"query": "{ a }"}, headers=[
+            ("Cache-Control", "max-age=10"), ("Cache-Control", "no-store")]) as response:
+        await response.read()
+    assert response.headers["Cache-Status"] == "insights-proxy; fwd=request"
+    response, _ = await post(proxy, {"query": "{ a }"}, **{"Cache-Control": "max-age=00"})
+    assert response.headers["Cache-Status"].startswith("insights-proxy; fwd=request")

@@ -355,3 +355,25 @@ async def test_default_variables_merged_under_client(stand_in, start_proxy):
     assert sent["variables"] == {"org": {"orgId": FIXTURE_ORG.uuid}}
     response, body = await proxy.query(SAMPLE_QUERY, {"org": {"orgId": "other-org"}})
     assert body["data"]["listEnvironments"] == []
+
+
+async def test_large_body_forwarded_without_warning(stand_in, start_proxy, aiohttp_server):
+    """A body over 1 MiB (allowed by server.max_body_bytes) is forwarded intact."""
+    received = []
+
+    async def upstream(request: web.Request) -> web.Response:
+        received.append(len(await request.read()))
+        return web.json_response({"data": {}})
+
+    app = web.Application(client_max_size=8 * 2**20)
+    app.router.add_post("/q", upstream)
+    server = await aiohttp_server(app)
+    proxy = await start_proxy(proxy_config(stand_in, upstream={"url": str(server.make_url("/q"))},
+                                           server={"port": 0, "max_body_bytes": 4 * 2**20}))
+    import io
+    body = json.dumps({"query": "{ a }", "variables": {"pad": "x" * (2 * 2**20)}}).encode()
+    async with proxy.session.post(proxy.url, data=io.BytesIO(body),
+                                  headers={"Content-Type": "application/json"}) as response:
+        await response.read()
+    assert response.status == 200
+    assert received == [len(body)]

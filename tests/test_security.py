@@ -1331,3 +1331,18 @@ def test_config_readable_admin_token_warns(tmp_path):
     assert ADMIN_TOKEN not in warnings[0]
     path.chmod(0o600)
     assert load_settings(path).warnings == []
+
+
+async def test_cors_headers_on_key_errors(stand_in, start_proxy):
+    """An allowed origin can read a 401 answer: CORS headers come with errors too."""
+    from proxy.security import hash_client_key
+
+    raw = proxy_config(stand_in, server={"port": 0,
+                                          "allowed_origins": ["http://localhost:3000"]},
+                       clients=[{"name": "web", "key_hash": hash_client_key("w" * 32)}])
+    proxy = await start_proxy(raw)
+    async with proxy.session.post(proxy.url, json={"query": "{ a }"},
+                                  headers={"Origin": "http://localhost:3000"}) as response:
+        await response.read()
+    assert response.status == 401
+    assert response.headers["Access-Control-Allow-Origin"] == "http://localhost:3000"
