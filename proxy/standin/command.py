@@ -63,7 +63,7 @@ def _delay(text: str) -> float:
 def add_simulate_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the options of ``insights-proxy simulate`` to ``parser``."""
     parser.add_argument(
-        "--host", default="127.0.0.1", metavar="H", help="address to listen on (default: %(default)s, loopback only)"
+        "--host", default="127.0.0.1", metavar="H", help="address to listen on (default: %(default)s; another address exposes the stand-in to the network)"
     )
     parser.add_argument(
         "--port",

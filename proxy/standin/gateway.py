@@ -201,6 +201,8 @@ async def _execute(state: StandinState, body: bytes) -> web.Response:
         payload = json.loads(body)
     except ValueError as exc:
         return _graphql_request_error(f"The request body is not valid JSON: {exc}.")
+    except RecursionError:
+        return _graphql_request_error("The request body is nested too deeply to parse.")
 
     # The GraphQL layer rejects JSON that is not a GraphQL request with 400 itself.
     status, result = await _insights_service(state).execute(payload)
