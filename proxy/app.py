@@ -33,13 +33,16 @@ _ID_PREFIX = os.urandom(6).hex()
 _ID_COUNTER = itertools.count(1)
 JSON_TYPES = frozenset({"application/json"})
 ALLOW = "GET, POST"
+MAX_DECOMPRESSED_BODY_BYTES = 64 * 2**20
 CORS_HEADERS = "Content-Type, Authorization, X-Request-ID, Cache-Control, If-None-Match"
 
 
 def create_proxy_app(holder: RuntimeHolder, metrics: Metrics) -> web.Application:
     """Build the GraphQL listener's application around a runtime holder."""
     settings = holder.current.settings
-    app = web.Application(client_max_size=settings.server.max_body_bytes)
+    # Body limits are checked in `_read_body` against the current runtime's settings; aiohttp's
+    # own cap only bounds a decompressed body, which `_read_body` cannot see beforehand.
+    app = web.Application(client_max_size=MAX_DECOMPRESSED_BODY_BYTES)
     app[RUNTIME] = holder
     app[METRICS] = metrics
     app.router.add_route("*", "/{tail:.*}", handle)
@@ -141,16 +144,22 @@ async def _read_body(request: web.Request, runtime: Runtime) -> bytes:
                               f"{limit} (server.max_body_bytes)")
     # NOTE: aiohttp 3.14 does not pass a chunk-framing error that arrives after this read
     # started on to `read()`, so such a request waits until the client disconnects.
-    body = bytearray()
     try:
-        # Read with the limit of the current runtime rather than the app's fixed
-        # client_max_size, so a reloaded server.max_body_bytes takes effect.
+        if request.content_length is not None and "Content-Encoding" not in request.headers:
+            # Within the limit checked above; aiohttp reads exactly Content-Length bytes.
+            return await request.read()
+        # Chunked or compressed: count the decoded bytes against the current runtime's limit,
+        # so a reloaded server.max_body_bytes applies and a compression bomb stops early.
+        body = bytearray()
         async for chunk in request.content.iter_chunked(65536):
             body.extend(chunk)
             if len(body) > limit:
                 raise PayloadTooLarge(f"the body is over the limit of {limit} bytes "
                                       "(server.max_body_bytes)")
         return bytes(body)
+    except web.HTTPRequestEntityTooLarge:
+        raise PayloadTooLarge(f"the body is over the limit of {limit} bytes "
+                              "(server.max_body_bytes)") from None
     except web.RequestPayloadError as exc:
         raise BadRequest("the request body cannot be decoded or its framing is invalid; "
                          "check Content-Encoding and Transfer-Encoding") from exc

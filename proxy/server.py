@@ -22,6 +22,7 @@ from .admin import create_admin_app
 from .app import create_proxy_app
 from .config import LoadedSettings, Settings
 from .errors import TokenError
+from .log import ACCESS_LOG
 from .metrics import Metrics
 from .reload import Reloader
 from .runtime import Runtime, RuntimeHolder
@@ -104,6 +105,7 @@ class ProxyServer:
             await runner.cleanup()
         await self.reloader.close()
         await self.holder.current.close()
+        ACCESS_LOG.flush()
         log.info("proxy.stopped")
 
 

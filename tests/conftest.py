@@ -57,8 +57,12 @@ class AccessLines:
     def __init__(self) -> None:
         self.stream = io.StringIO()
 
+    def text(self) -> str:
+        ACCESS_LOG.flush()
+        return self.stream.getvalue()
+
     def lines(self) -> list[dict[str, Any]]:
-        return [json.loads(line) for line in self.stream.getvalue().splitlines()]
+        return [json.loads(line) for line in self.text().splitlines()]
 
 
 @pytest.fixture(autouse=True)
@@ -66,6 +70,7 @@ def access_log() -> Iterator[AccessLines]:
     capture = AccessLines()
     ACCESS_LOG.stream = capture.stream
     yield capture
+    ACCESS_LOG.flush()
     ACCESS_LOG.stream = None
 
 
@@ -75,7 +80,7 @@ def no_secrets_in_logs(caplog: pytest.LogCaptureFixture, access_log: AccessLines
     caplog.set_level(logging.DEBUG)
     _SECRETS.clear()
     yield
-    texts = [access_log.stream.getvalue()]
+    texts = [access_log.text()]
     for record in caplog.records:
         texts.append(f"{record.getMessage()} {record.msg!r} {record.args!r} "
                      f"{record.exc_text or ''}")
