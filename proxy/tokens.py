@@ -8,9 +8,14 @@ Rules it keeps:
   short-lived token is not refreshed on every request. While the old token is still valid the
   refresh runs in the background and requests keep using the old token.
 - Expiry is checked against the injected wall clock on every use, so a machine that wakes from
-  sleep never sends a stale token.
+  sleep never sends a stale token. A token is not sent in its last half second either, so that
+  it does not expire on the way to the gateway.
 - A failed fetch is not sticky, but attempts back off exponentially with jitter: a dead endpoint
-  is asked at most once per few seconds, and requests fail fast in between.
+  is asked at most once per few seconds. Requests without a valid token fail fast with
+  Retry-After in between and while a retry is in progress. Otherwise they wait at most two
+  seconds for a token request in progress, except after a revocation and in the gap described
+  below. A timer retries once the backoff has passed, so a recovered endpoint is noticed
+  without waiting for a request.
 - Some servers hand the active token back with the time it has left. Once that is seen, tokens
   are kept until they expire instead of being refreshed early, and the next token request waits
   until the server's copy has surely expired, so the proxy never loops on the token endpoint.
@@ -24,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import random
 import time
 from collections import deque
@@ -51,10 +57,18 @@ REFRESH_SHARE = 0.25          # refresh no earlier than with a quarter of the li
 # Token lifetimes are whole seconds and servers round the issue time down, so a token may expire
 # up to a second before `sent_at + expires_in`; it is dropped that much earlier.
 EXPIRY_SAFETY_S = 1.0
+# A request checked just before expiry still has to reach the gateway, so a token is not sent in
+# the last half second of its estimated lifetime, or in the last twentieth of a lifetime under
+# 10 s. Half a second is an estimate of the longest trip to the gateway worth allowing for.
+TRANSIT_ALLOWANCE_S = 0.5
+TRANSIT_ALLOWANCE_SHARE = 0.05
 REISSUE_GRACE_S = 1.0         # wait past the expiry of a handed-back token before asking again
 REISSUE_ATTEMPTS = 3
 TRANSIENT_BACKOFF = (2.0, 60.0)        # first delay and cap, seconds
 CONFIGURATION_BACKOFF = (30.0, 300.0)
+# A request without a valid token waits this long for a token request in progress, then gets
+# 503 while the attempt goes on in the background (up to oauth.timeout_s).
+ATTEMPT_WAIT_S = 2.0
 
 
 @dataclass(frozen=True)
@@ -86,6 +100,8 @@ class TokenManager:
         self._auth = ClientAuth(oauth.client_id, oauth.client_secret.get_secret_value(),
                                 oauth.auth_method)
         self._task: asyncio.Task[AccessToken] | None = None
+        # Event loop time after which requests no longer wait for `_task`.
+        self._wait_until = 0.0
         self._background: set[asyncio.Task[None]] = set()
         self._unusable: deque[str] = deque(maxlen=64)
         self._server_reissues = False
@@ -94,6 +110,7 @@ class TokenManager:
         self.consecutive_failures = 0
         self.last_error: TokenError | None = None
         self._retry_at = 0.0
+        self._retry_delay = 0.0
         self.last_revocation: RevokeOutcome | None = None
         self.last_revoked: AccessToken | None = None
         self._retry_handle: asyncio.TimerHandle | None = None
@@ -104,7 +121,7 @@ class TokenManager:
         """Return a token valid now, fetching one if needed; raise `TokenError` on failure."""
         now = self._clock()
         token = self._store.get()
-        if token is not None and now < token.expires_at and token.value not in self._unusable:
+        if token is not None and _sendable(token, now) and token.value not in self._unusable:
             if now >= token.refresh_at:
                 self._refresh_in_background()
             return token
@@ -118,7 +135,7 @@ class TokenManager:
         if value in self._unusable:
             return False
         if token is not None and token.value == value:
-            return self._clock() < token.expires_at
+            return _sendable(token, self._clock())
         return True
 
     def reject(self, value: str) -> None:
@@ -157,6 +174,7 @@ class TokenManager:
         self.last_revoked = token
         self._task = asyncio.ensure_future(self._revoke_then_fetch(token.value))
         self._task.add_done_callback(self._fetch_done)
+        self._wait_until = math.inf
         await asyncio.shield(self._task)
         return token, self.last_revocation
 
@@ -193,7 +211,7 @@ class TokenManager:
     # -- fetching --------------------------------------------------------------------------
 
     def _refresh_in_background(self) -> None:
-        if self._task is not None or self._clock() < self._retry_at:
+        if self._task is not None or self._backoff_left() > 0:
             return
         task = asyncio.ensure_future(self._background_refresh())
         self._background.add(task)
@@ -207,13 +225,45 @@ class TokenManager:
 
     async def _shared_fetch(self, *, force: bool) -> AccessToken:
         if self._task is None:
-            now = self._clock()
-            if not force and now < self._retry_at and self.last_error is not None:
-                raise self._fail_fast(self._retry_at - now)
+            wait_s = self._backoff_left()
+            if not force and wait_s > 0 and self.last_error is not None:
+                raise self._fail_fast(wait_s)
             self._task = asyncio.ensure_future(self._fetch())
             self._task.add_done_callback(self._fetch_done)
-        # shield: a cancelled waiter must not cancel the request the others wait for
-        return await asyncio.shield(self._task)
+            self._wait_until = asyncio.get_running_loop().time() + ATTEMPT_WAIT_S
+        elif not force and self.last_error is not None:
+            # The endpoint is failing and a retry can take up to oauth.timeout_s to fail
+            # again, so requests get 503 at once instead of waiting for it.
+            raise self._with_retry_after(
+                self.last_error, 1.0, f"{self.last_error.message}; a new attempt is in progress")
+        if force:
+            # shield: a cancelled waiter must not cancel the request the others wait for
+            return await asyncio.shield(self._task)
+        return await self._wait_for_attempt(self._task)
+
+    async def _wait_for_attempt(self, task: asyncio.Task[AccessToken]) -> AccessToken:
+        """Wait for the token request in progress, but not past `_wait_until`, which may move."""
+        loop = asyncio.get_running_loop()
+        while (left := self._wait_until - loop.time()) > 0:
+            try:
+                return await asyncio.wait_for(asyncio.shield(task), left)
+            except asyncio.TimeoutError:
+                continue
+        raise TokenEndpointUnavailable(
+            f"token endpoint {self._oauth.token_url} has not responded within "
+            f"{ATTEMPT_WAIT_S:g} s; the token request goes on in the background",
+            retry_after_s=1.0)
+
+    def _backoff_left(self) -> float:
+        """Return the seconds until the next attempt is allowed (0 when it is due).
+
+        A wall clock set back during the backoff does not stretch it past the delay chosen.
+        """
+        left = self._retry_at - self._clock()
+        if left > self._retry_delay:
+            self._retry_at = self._clock() + self._retry_delay
+            left = self._retry_delay
+        return max(0.0, left)
 
     def _fetch_done(self, task: asyncio.Task[AccessToken]) -> None:
         self._task = None
@@ -222,7 +272,14 @@ class TokenManager:
 
     def _fail_fast(self, wait_s: float) -> TokenError:
         error = self.last_error
-        message = f"{error.message}; next attempt in {wait_s:.0f} s"
+        return self._with_retry_after(error, wait_s, f"{error.message}; next attempt in "
+                                                     f"{wait_s:.0f} s")
+
+    @staticmethod
+    def _with_retry_after(error: TokenError, wait_s: float,
+                          message: str | None = None) -> TokenError:
+        """Copy a token error with a Retry-After of `wait_s`, keeping its type and OAuth code."""
+        message = error.message if message is None else message
         if isinstance(error, TokenEndpointError):
             return TokenEndpointError(message, oauth_error=error.oauth_error, retry_after_s=wait_s)
         return TokenEndpointUnavailable(message, retry_after_s=wait_s)
@@ -231,13 +288,16 @@ class TokenManager:
         for _ in range(REISSUE_ATTEMPTS):
             wait = self._fetch_not_before - self._clock()
             if wait > 0:
+                # Waiting for a handed-back token to expire is deliberate, so requests wait too.
+                self._wait_until = max(self._wait_until,
+                                       asyncio.get_running_loop().time() + wait + ATTEMPT_WAIT_S)
                 await asyncio.sleep(wait)
             sent_at = self._clock()
             try:
                 token = await self._request_token(sent_at)
             except TokenError as exc:
-                self._record_failure(exc)
-                raise
+                delay = self._record_failure(exc)
+                raise self._with_retry_after(exc, delay) from exc
             if token is not None:
                 self._record_success(token)
                 return token
@@ -245,8 +305,8 @@ class TokenManager:
                 self._fetch_not_before - self._clock(), 1))
         error = TokenEndpointUnavailable(f"token endpoint {self._oauth.token_url} keeps handing "
                                          "back a token that is about to expire")
-        self._record_failure(error)
-        raise error
+        delay = self._record_failure(error)
+        raise self._with_retry_after(error, delay)
 
     async def _request_token(self, sent_at: float) -> AccessToken | None:
         extra = dict(self._oauth.extra_params)
@@ -339,6 +399,11 @@ class TokenManager:
 
     def _retry_if_needed(self) -> None:
         self._retry_handle = None
+        left = self._backoff_left()
+        if left > 0:
+            # The event loop's clock ran ahead of the wall clock, so wait for the rest.
+            self._schedule_retry(left)
+            return
         token = self._store.get()
         if token is None or self._clock() >= token.refresh_at:
             self._refresh_in_background()
@@ -349,12 +414,14 @@ class TokenManager:
         self.consecutive_failures = 0
         self.last_error = None
         self._retry_at = 0.0
+        self._retry_delay = 0.0
         if self._on_fetch is not None:
             self._on_fetch(True)
         log.info("token.obtained", fingerprint=token.fingerprint,
                  lifetime_s=round(token.lifetime_s, 1), reissued=token.reissued)
 
-    def _record_failure(self, error: TokenError) -> None:
+    def _record_failure(self, error: TokenError) -> float:
+        """Count a failed attempt, start the backoff and return its delay in seconds."""
         self.consecutive_failures += 1
         self.last_error = error
         first, cap = (CONFIGURATION_BACKOFF if isinstance(error, TokenEndpointError)
@@ -362,11 +429,13 @@ class TokenManager:
         delay = min(cap, first * 2 ** (self.consecutive_failures - 1))
         delay *= random.uniform(0.75, 1.0)
         self._retry_at = self._clock() + delay
+        self._retry_delay = delay
         if self._on_fetch is not None:
             self._on_fetch(False)
         self._schedule_retry(delay)
         log.warning("token.fetch_failed", error=error.message, code=error.code,
                     attempt=self.consecutive_failures, retry_in_s=round(delay, 1))
+        return delay
 
     # -- status ----------------------------------------------------------------------------
 
@@ -374,7 +443,7 @@ class TokenManager:
         """Describe the token for the admin routes: no token value, only its fingerprint."""
         now = self._clock()
         token = self._store.get()
-        usable = token is not None and now < token.expires_at
+        usable = token is not None and _sendable(token, now)
         if not usable:
             state = "failing" if self.consecutive_failures else "none"
         elif now >= token.refresh_at:
@@ -399,6 +468,12 @@ class TokenManager:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def _sendable(token: AccessToken, now: float) -> bool:
+    """Tell whether a token still has more than the transit allowance left before it expires."""
+    allowance = min(TRANSIT_ALLOWANCE_S, token.lifetime_s * TRANSIT_ALLOWANCE_SHARE)
+    return now < token.expires_at - allowance
 
 
 def _json_object(raw: bytes) -> dict | None:
