@@ -225,6 +225,8 @@ def _log_line(request: web.Request, runtime: Runtime, request_id: str, client: s
         metrics.overhead.observe(max(0.0, elapsed - upstream_s))
     else:
         metrics.overhead.observe(elapsed)
+    if not ACCESS_LOG.enabled:
+        return
     ACCESS_LOG.write({
         "request_id": request_id,
         "client": client,

@@ -25,7 +25,7 @@ from graphql.language import (
 from .config import QuerySettings
 from .errors import BadRequest, GraphQLParseFailed, QueryTooComplex
 
-MEMO_MAX_BYTES = 8 * 1024 * 1024
+MEMO_MAX_BYTES = 4 * 1024 * 1024
 MEMO_MAX_BODY_BYTES = 64 * 1024
 
 
@@ -51,12 +51,14 @@ class QueryReader:
         self._limits = limits
         self._defaults = dict(default_variables)
         self._prefix = key_prefix.encode()
-        self._memo: LRUCache[bytes, GraphQLRequest] = LRUCache(
-            maxsize=MEMO_MAX_BYTES, getsizeof=lambda request: len(request.upstream_body) + 256)
+        # The size estimate counts the body twice (memo key and upstream body, which are often
+        # one object) plus the key string and object overhead, so it errs on the high side.
+        self._memo: LRUCache[bytes | str, GraphQLRequest] = LRUCache(
+            maxsize=MEMO_MAX_BYTES, getsizeof=lambda request: 2 * len(request.upstream_body) + 400)
 
     def from_body(self, body: bytes) -> GraphQLRequest:
         """Read a POST body; raise `BadRequest` (or a subclass) when it is unusable."""
-        memo_key = b"P" + body
+        memo_key = body  # the body itself: no copy, and often the same object as upstream_body
         cached = self._memo.get(memo_key)
         if cached is not None:
             return cached
@@ -77,7 +79,7 @@ class QueryReader:
 
     def from_params(self, raw_query_string: str, params: Mapping[str, str]) -> GraphQLRequest:
         """Read GET parameters `query`, `variables` (JSON text) and `operationName`."""
-        memo_key = b"G" + raw_query_string.encode()
+        memo_key = raw_query_string  # a str never equals a POST body's bytes
         cached = self._memo.get(memo_key)
         if cached is not None:
             return cached
@@ -97,7 +99,7 @@ class QueryReader:
         self._remember(memo_key, request, len(memo_key))
         return request
 
-    def _remember(self, memo_key: bytes, request: GraphQLRequest, size: int) -> None:
+    def _remember(self, memo_key: bytes | str, request: GraphQLRequest, size: int) -> None:
         if size <= MEMO_MAX_BODY_BYTES:
             self._memo[memo_key] = request
 

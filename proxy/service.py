@@ -18,6 +18,11 @@ from .query import GraphQLRequest
 
 NAME = "insights-proxy"
 
+try:  # orjson decodes answer bodies several times faster than json; it is optional
+    from orjson import loads as _loads
+except ImportError:  # pragma: no cover
+    _loads = json.loads
+
 
 @dataclass(slots=True)
 class Directives:
@@ -146,8 +151,8 @@ def _storable(answer: UpstreamAnswer) -> bool:
     if answer.status != 200:
         return False
     try:
-        payload = json.loads(answer.body)
-    except (ValueError, UnicodeDecodeError):
+        payload = _loads(answer.body)
+    except (ValueError, UnicodeDecodeError, RecursionError):
         return False
     return isinstance(payload, dict) and "data" in payload and "errors" not in payload
 
