@@ -64,6 +64,7 @@ TRANSIT_ALLOWANCE_S = 0.5
 TRANSIT_ALLOWANCE_SHARE = 0.05
 REISSUE_GRACE_S = 1.0         # wait past the expiry of a handed-back token before asking again
 REISSUE_ATTEMPTS = 3
+REISSUE_MEMORY_S = 600.0
 TRANSIENT_BACKOFF = (2.0, 60.0)        # first delay and cap, seconds
 CONFIGURATION_BACKOFF = (30.0, 300.0)
 # A request without a valid token waits this long for a token request in progress, then gets
@@ -104,7 +105,7 @@ class TokenManager:
         self._wait_until = 0.0
         self._background: set[asyncio.Task[None]] = set()
         self._unusable: deque[str] = deque(maxlen=64)
-        self._server_reissues = False
+        self._reissue_seen_at = -math.inf  # when the server last handed the same token back
         self._last_value: str | None = None
         self._fetch_not_before = 0.0
         self.consecutive_failures = 0
@@ -228,7 +229,7 @@ class TokenManager:
             wait_s = self._backoff_left()
             if not force and wait_s > 0 and self.last_error is not None:
                 raise self._fail_fast(wait_s)
-            self._task = asyncio.ensure_future(self._fetch())
+            self._task = asyncio.ensure_future(self._fetch(immediate=force))
             self._task.add_done_callback(self._fetch_done)
             self._wait_until = asyncio.get_running_loop().time() + ATTEMPT_WAIT_S
         elif not force and self.last_error is not None:
@@ -284,10 +285,11 @@ class TokenManager:
             return TokenEndpointError(message, oauth_error=error.oauth_error, retry_after_s=wait_s)
         return TokenEndpointUnavailable(message, retry_after_s=wait_s)
 
-    async def _fetch(self) -> AccessToken:
-        for _ in range(REISSUE_ATTEMPTS):
+    async def _fetch(self, *, immediate: bool = False) -> AccessToken:
+        """Request a token; `immediate` (an operator's refresh) makes one attempt at once."""
+        for _ in range(1 if immediate else REISSUE_ATTEMPTS):
             wait = self._fetch_not_before - self._clock()
-            if wait > 0:
+            if wait > 0 and not immediate:
                 # Waiting for a handed-back token to expire is deliberate, so requests wait too.
                 self._wait_until = max(self._wait_until,
                                        asyncio.get_running_loop().time() + wait + ATTEMPT_WAIT_S)
@@ -303,6 +305,12 @@ class TokenManager:
                 return token
             log.info("token.handed_back_expiring", retry_in_s=round(
                 self._fetch_not_before - self._clock(), 1))
+        if immediate:
+            wait = max(0.0, self._fetch_not_before - self._clock())
+            raise TokenEndpointUnavailable(
+                f"token endpoint {self._oauth.token_url} handed back the current token, which "
+                f"is about to expire; a new one can be obtained in {wait:.0f} s",
+                retry_after_s=max(1.0, wait))
         error = TokenEndpointUnavailable(f"token endpoint {self._oauth.token_url} keeps handing "
                                          "back a token that is about to expire")
         delay = self._record_failure(error)
@@ -369,8 +377,9 @@ class TokenManager:
         reissued = value == self._last_value
         usable_s = lifetime - EXPIRY_SAFETY_S
         if reissued:
-            self._server_reissues = True
-        if self._server_reissues:
+            self._reissue_seen_at = sent_at
+        # Remembered for a while, not forever, so a server whose setting changes is relearnt.
+        if sent_at - self._reissue_seen_at < REISSUE_MEMORY_S:
             # Asking before the server's copy has surely expired only hands the same token back.
             self._fetch_not_before = sent_at + lifetime + REISSUE_GRACE_S
             if usable_s <= 0:

@@ -236,3 +236,18 @@ async def test_token_reuse_mode_no_loop(start_stand_in, session):
         assert token.expires_at > clock()
     # 30 s of fake time with 10 s tokens: about one request per lifetime, plus one early ask
     assert stand_in.stats["token_requests"] <= 6
+
+
+async def test_token_forced_refresh_reuse_mode_returns_quickly(start_stand_in, session):
+    """An operator's refresh makes one attempt, even when the server hands the token back."""
+    from proxy.standin import token_url
+    stand_in = await start_stand_in(token_lifetime_s=300, reissue="reuse")
+    oauth = oauth_settings(token_url(stand_in.base), client_id=stand_in.settings.client_id,
+                           client_secret=stand_in.settings.client_secret)
+    tokens = TokenManager(oauth, session)
+    first = await tokens.get()
+    for _ in range(3):
+        token = await asyncio.wait_for(tokens.refresh(), 5)
+        assert token.value == first.value
+        assert token.reissued
+    assert stand_in.stats["token_requests"] == 4
