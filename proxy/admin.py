@@ -3,7 +3,7 @@
 Every route but `/healthz` needs `Authorization: Bearer <admin.token>` when a token is set,
 compared in constant time. Browser requests (any `Origin`, or `Sec-Fetch-Site: cross-site`) and
 `Host` values outside `server.allowed_hosts` are rejected, so a web page cannot drive these
-routes. Answers never contain a token or secret: tokens appear only as fingerprints.
+routes. Responses never contain a token or secret: tokens appear only as fingerprints.
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ from .query import GraphQLRequest
 
 NAME = "insights-proxy"
 
-try:  # orjson decodes answer bodies several times faster than json; it is optional
+try:  # orjson decodes response bodies several times faster than json; it is optional
     from orjson import loads as _loads
 except ImportError:  # pragma: no cover
     _loads = json.loads
@@ -147,7 +147,7 @@ class GraphQLService:
 
 
 def _storable(answer: UpstreamAnswer) -> bool:
-    """Only a complete 200 JSON answer with `data` and without `errors` may be stored."""
+    """Only a complete 200 JSON response with `data` and without `errors` may be stored."""
     if answer.status != 200:
         return False
     try:
@@ -158,7 +158,7 @@ def _storable(answer: UpstreamAnswer) -> bool:
 
 
 def _etag_for(answer: UpstreamAnswer) -> str | None:
-    """Return an ETag for a complete, cacheable answer; errors and failures get none."""
+    """Return an ETag for a complete, cacheable response; errors and failures get none."""
     if not _storable(answer):
         return None
     return '"' + hashlib.blake2b(answer.body, digest_size=16).hexdigest() + '"'
