@@ -92,6 +92,8 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
+    if request.app[RUNTIME].draining:
+        return _json({"ready": False, "reason": "the proxy is shutting down", "code": None}, 503)
     status = request.app[RUNTIME].current.tokens.status()
     if status["fingerprint"] is not None:
         return _json({"ready": True, "token": status["state"]})

@@ -94,6 +94,7 @@ class RuntimeHolder:
     def __init__(self, runtime: Runtime) -> None:
         self.current = runtime
         self.loaded_at = time.time()
+        self.draining = False  # set at shutdown, so /readyz sends traffic elsewhere
 
     def swap(self, runtime: Runtime) -> Runtime:
         old, self.current = self.current, runtime

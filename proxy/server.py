@@ -29,6 +29,8 @@ from .runtime import Runtime, RuntimeHolder
 
 log = structlog.get_logger("insights_proxy.server")
 
+CANCEL_GRACE_S = 0.5
+
 
 class ListenError(Exception):
     """A listener could not be bound; the message names the address and the key to change."""
@@ -60,7 +62,9 @@ class ProxyServer:
         proxy_runner = web.AppRunner(create_proxy_app(self.holder, self.metrics),
                                      access_log=None, max_line_size=server.max_url_bytes * 2,
                                      max_field_size=server.max_header_bytes * 2,
-                                     shutdown_timeout=server.drain_timeout_s,
+                                     # The drain is done in `stop`; what is left after it is
+                                     # cancelled quickly (aiohttp may wait this twice).
+                                     shutdown_timeout=CANCEL_GRACE_S,
                                      # A client that goes away cancels its handler, which
                                      # releases the upstream connection it was waiting on.
                                      handler_cancellation=True)
@@ -90,6 +94,15 @@ class ProxyServer:
                               f"stop what uses it or choose another {key}") from None
         return runner.addresses[-1][1]
 
+    async def _drain(self, timeout_s: float) -> None:
+        runtime = self.holder.current
+        if runtime.in_flight == 0:
+            return
+        try:
+            await asyncio.wait_for(runtime.idle.wait(), timeout_s)
+        except asyncio.TimeoutError:
+            log.warning("proxy.drain_timeout", in_flight=runtime.in_flight, waited_s=timeout_s)
+
     async def _obtain_first_token(self) -> None:
         try:
             await self.holder.current.tokens.get()
@@ -97,10 +110,18 @@ class ProxyServer:
             pass  # logged by the token manager; requests will try again
 
     async def stop(self) -> None:
-        log.info("proxy.stopping", in_flight=self.holder.current.in_flight,
-                 drain_timeout_s=self.settings.server.drain_timeout_s)
+        """Stop accepting, let in-flight requests finish for up to `server.drain_timeout_s`,
+        cancel what is left, then close the admin listener and the client sessions."""
+        drain_s = self.holder.current.settings.server.drain_timeout_s
+        log.info("proxy.stopping", in_flight=self.holder.current.in_flight, drain_timeout_s=drain_s)
+        self.holder.draining = True
         if self._warmup is not None:
             self._warmup.cancel()
+        if self._runners:
+            proxy_runner = self._runners[0]
+            for site in list(proxy_runner.sites):
+                await site.stop()
+            await self._drain(drain_s)
         for runner in self._runners:
             await runner.cleanup()
         await self.reloader.close()

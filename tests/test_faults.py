@@ -788,3 +788,35 @@ async def test_soak_smoke_counts_clean(tmp_path):
     assert report["client_errors"] == 0
     assert len(report["faults_applied"]) >= 4
     assert report["token_requests"] >= 2
+
+
+async def test_shutdown_drain_bounded_once(processes, tmp_path):
+    """A request slower than the drain is cut after one drain_timeout_s, not two."""
+    base, url, serve = await serve_with_simulate(processes, tmp_path, drain_timeout_s=3)
+    async with aiohttp.ClientSession() as session:
+        assert await post_query(session, url, 0) == 200
+        async with session.post(f"{base}/_standin/faults", json={"insights_latency_ms": 20_000}):
+            pass
+        slow = asyncio.ensure_future(post_query(session, url, 1))
+        await asyncio.sleep(0.5)
+        started = time.monotonic()
+        serve.process.send_signal(signal.SIGTERM)
+        code, stderr = await serve.stop(None, timeout=15)
+        elapsed = time.monotonic() - started
+        await asyncio.gather(slow, return_exceptions=True)
+    assert code == 0, stderr[-2000:]
+    assert 2.5 < elapsed < 5.5
+
+
+async def test_readyz_not_ready_while_draining(stand_in, start_proxy):
+    """During shutdown /readyz answers 503 so load balancers stop sending traffic."""
+    from .conftest import proxy_config
+
+    proxy = await start_proxy(proxy_config(stand_in))
+    await proxy.query("{ listOrganizations { id } }")
+    proxy.server.holder.draining = True
+    async with proxy.session.get(proxy.admin_url + "/readyz") as response:
+        body = await response.json()
+    assert response.status == 503
+    assert "shutting down" in body["reason"]
+    proxy.server.holder.draining = False
