@@ -63,7 +63,10 @@ class Runtime:
         self.reader = QueryReader(settings.query, default_variables=settings.upstream.default_variables,
                                   key_prefix=key_prefix)
         self.hosts, self.origins = server_guards(settings.server)
-        self.clients = ClientKeys(settings.clients)
+        if previous is not None and previous.settings.clients == settings.clients:
+            self.clients = previous.clients  # keeps the rate-limit buckets across a reload
+        else:
+            self.clients = ClientKeys(settings.clients)
         self.idle = asyncio.Event()
         self.idle.set()
 

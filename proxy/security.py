@@ -124,8 +124,8 @@ class _Bucket:
 class ClientKeys:
     """Authenticate `[[clients]]` by key and apply their per-minute rate limits.
 
-    NOTE: the rate-limit buckets live in this object, and a configuration reload builds a new
-    one, so a reload resets every client's budget.
+    The rate-limit buckets live in this object. A reload keeps it while `[[clients]]` is
+    unchanged; a changed client list starts every budget afresh.
     """
 
     def __init__(self, clients: tuple[ClientSettings, ...], *,

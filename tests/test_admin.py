@@ -374,3 +374,23 @@ async def test_reload_body_limit_takes_effect(stand_in, tmp_path, start_proxy):
     status, _, _ = await admin_call(proxy, "POST", "/admin/reload")
     assert status == 200
     assert await send() == 200
+
+
+async def test_reload_keeps_rate_limit_budget(stand_in, tmp_path, start_proxy):
+    """A reload with the same [[clients]] does not reset a client's rate limit."""
+    from proxy.security import hash_client_key
+
+    key = "r" * 32
+    remember_secret(key)
+    raw = admin_config(stand_in, clients=[{"name": "svc", "requests_per_minute": 2,
+                                           "key_hash": hash_client_key(key)}])
+    path = write_config(tmp_path / "proxy.toml", raw)
+    proxy = await start_proxy(path=path)
+    headers = {"Authorization": f"Bearer {key}"}
+    for _ in range(2):
+        response, _ = await proxy.query(SAMPLE_QUERY, VARIABLES, headers=headers)
+        assert response.status == 200
+    status, _, _ = await admin_call(proxy, "POST", "/admin/reload")
+    assert status == 200
+    response, _ = await proxy.query(SAMPLE_QUERY, VARIABLES, headers=headers)
+    assert response.status == 429
