@@ -210,8 +210,10 @@ async def _execute(state: StandinState, body: bytes) -> web.Response:
 
 
 async def _respond(request: web.Request, state: StandinState, body: bytes) -> web.Response:
-    # The token is checked before the injected fault so that the presented-token counters stay exact.
+    # The token is checked on arrival, before the injected latency and fault, as a gateway does,
+    # so that the presented-token counters stay exact.
     rejection = authenticate(state, request.headers.get("Authorization"))
+    await pause(state, state.faults.insights_latency_ms / 1000)
     injected_status = state.faults.take_insights_failure()
     if injected_status is not None:
         state.stats.insights_faults_injected += 1
@@ -235,7 +237,6 @@ async def query_insights(request: web.Request) -> web.Response:
     state.recorded.append(record)
     state.stats.insights_requests += 1
 
-    await pause(state, state.faults.insights_latency_ms / 1000)
     response = await _respond(request, state, body)
 
     record.status = response.status
