@@ -189,13 +189,8 @@ class TokenManager:
 
     async def _send_revocation(self, value: str) -> RevokeOutcome:
         body, headers = prepare_revoke_token_request(value, "access_token")
-        url, headers, body = self._auth.prepare("POST", self._oauth.revoke_url, headers, body)
-        timeout = aiohttp.ClientTimeout(total=self._oauth.timeout_s)
         try:
-            async with self._session.post(url, data=body, headers=headers, timeout=timeout,
-                                          allow_redirects=False) as response:
-                raw = await response.read()
-                status = response.status
+            status, raw = await self._post_form(self._oauth.revoke_url, headers, body)
         except asyncio.TimeoutError:
             return RevokeOutcome(False, None, f"revoke endpoint timed out after "
                                  f"{self._oauth.timeout_s:g} s")
@@ -316,6 +311,15 @@ class TokenManager:
         delay = self._record_failure(error)
         raise self._with_retry_after(error, delay)
 
+    async def _post_form(self, url: str, headers: dict[str, str],
+                         body: str) -> tuple[int, bytes]:
+        """POST a form with the client authentication; aiohttp's errors reach the caller."""
+        url, headers, body = self._auth.prepare("POST", url, headers, body)
+        timeout = aiohttp.ClientTimeout(total=self._oauth.timeout_s)
+        async with self._session.post(url, data=body, headers=headers, timeout=timeout,
+                                      allow_redirects=False) as response:
+            return response.status, await response.read()
+
     async def _request_token(self, sent_at: float) -> AccessToken | None:
         extra = dict(self._oauth.extra_params)
         if self._oauth.scope:
@@ -323,13 +327,8 @@ class TokenManager:
         body = prepare_token_request("client_credentials", **extra)
         headers = {"Content-Type": "application/x-www-form-urlencoded",
                    "Accept": "application/json"}
-        url, headers, body = self._auth.prepare("POST", self._oauth.token_url, headers, body)
-        timeout = aiohttp.ClientTimeout(total=self._oauth.timeout_s)
         try:
-            async with self._session.post(url, data=body, headers=headers, timeout=timeout,
-                                          allow_redirects=False) as response:
-                raw = await response.read()
-                status = response.status
+            status, raw = await self._post_form(self._oauth.token_url, headers, body)
         except asyncio.TimeoutError:
             raise TokenEndpointUnavailable(
                 f"token endpoint {self._oauth.token_url} did not respond within "
