@@ -8,6 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import io
+import os
+import re
+import signal
+import sys
 import json
 import logging
 import time
@@ -22,6 +26,8 @@ import pytest
 from proxy.config import LoadedSettings, Settings, build_settings, load_settings
 from proxy.log import ACCESS_LOG, configure_logging
 from proxy.server import ProxyServer
+from proxy.standin.insights import FIXTURE_ORG
+from proxy.standin.settings import DEMO_CLIENT_ID, DEMO_CLIENT_SECRET
 from proxy.standin import (
     STANDIN_STATE, StandinSettings, StandinState, insights_url, revoke_url, start_standin,
     token_url,
@@ -242,3 +248,86 @@ async def wait_for(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
         if time.monotonic() > deadline:
             raise AssertionError("condition not met in time")
         await asyncio.sleep(0.01)
+
+
+# -- the command as separate processes ---------------------------------------------------
+
+COMMAND = [sys.executable, "-m", "proxy"]
+ENDPOINT_LINE = re.compile(r"GraphQL endpoint (\S+), admin (\S+)")
+
+
+def clean_env() -> dict[str, str]:
+    env = {key: value for key, value in os.environ.items()
+           if not key.startswith("INSIGHTS_PROXY_")}
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+class Process:
+    """A running command whose standard output is read line by line."""
+
+    def __init__(self, process: asyncio.subprocess.Process) -> None:
+        self.process = process
+        self.lines: list[str] = []
+
+    @classmethod
+    async def start(cls, *args: str) -> Process:
+        process = await asyncio.create_subprocess_exec(
+            *COMMAND, *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+            env=clean_env())
+        return cls(process)
+
+    async def wait_for_line(self, pattern: str | re.Pattern[str], timeout: float = 20) -> re.Match:
+        regex = re.compile(pattern) if isinstance(pattern, str) else pattern
+        async with asyncio.timeout(timeout):
+            while True:
+                raw = await self.process.stdout.readline()
+                if not raw:
+                    stderr = await self.process.stderr.read()
+                    raise AssertionError(f"process ended before {regex.pattern!r}: "
+                                         f"{stderr.decode()[-2000:]}")
+                line = raw.decode().rstrip("\n")
+                self.lines.append(line)
+                match = regex.search(line)
+                if match:
+                    return match
+
+    async def stop(self, signum: int | None = signal.SIGINT,
+                   timeout: float = 20) -> tuple[int, str]:
+        if self.process.returncode is None and signum is not None:
+            self.process.send_signal(signum)
+        async with asyncio.timeout(timeout):
+            out, err = await self.process.communicate()
+        self.lines.extend(out.decode().splitlines())
+        return self.process.returncode, err.decode()
+
+
+@pytest.fixture
+async def processes():
+    started: list[Process] = []
+
+    async def start(*args: str) -> Process:
+        process = await Process.start(*args)
+        started.append(process)
+        return process
+
+    yield start
+    for process in started:
+        if process.process.returncode is None:
+            process.process.kill()
+            await process.process.wait()
+
+
+def config_for(base: str, tmp_path: Path, **extra_sections) -> Path:
+    raw = {
+        "server": {"port": 0},
+        "admin": {"port": 0},
+        "upstream": {"url": f"{base}/93tu/insights/1.0.0/query-api",
+                     "default_variables": {"org": {"orgId": FIXTURE_ORG.uuid}}},
+        "oauth": {"token_url": f"{base}/oauth2/token", "revoke_url": f"{base}/oauth2/revoke",
+                  "client_id": DEMO_CLIENT_ID, "client_secret": DEMO_CLIENT_SECRET},
+        "log": {"format": "json"},
+    }
+    for section, values in extra_sections.items():
+        raw[section] = {**raw.get(section, {}), **values}
+    return write_config(tmp_path / "proxy.toml", raw)

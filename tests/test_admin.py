@@ -6,7 +6,6 @@ import asyncio
 import io
 import json
 
-import aiohttp
 import pytest
 from aiohttp import web
 

@@ -4,92 +4,25 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import re
 import shlex
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import aiohttp
 import pytest
 
-from proxy.standin.insights import FIXTURE_ORG
-from proxy.standin.settings import DEMO_CLIENT_ID, DEMO_CLIENT_SECRET
+from proxy.standin.settings import DEMO_CLIENT_SECRET
 
-from .conftest import SAMPLE_QUERY, remember_secret, write_config
-
-COMMAND = [sys.executable, "-m", "proxy"]
-ENDPOINT_LINE = re.compile(r"GraphQL endpoint (\S+), admin (\S+)")
-
-
-def clean_env() -> dict[str, str]:
-    env = {key: value for key, value in os.environ.items()
-           if not key.startswith("INSIGHTS_PROXY_")}
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
-
+from .conftest import (
+    COMMAND, ENDPOINT_LINE, SAMPLE_QUERY, clean_env, config_for, remember_secret,
+)
 
 def run(*args: str, stdin: str | None = None, cwd: Path | None = None,
         timeout: float = 30) -> subprocess.CompletedProcess[str]:
     return subprocess.run([*COMMAND, *args], input=stdin, capture_output=True, text=True,
                           timeout=timeout, cwd=cwd, env=clean_env())
-
-
-class Process:
-    """A running command whose standard output is read line by line."""
-
-    def __init__(self, process: asyncio.subprocess.Process) -> None:
-        self.process = process
-        self.lines: list[str] = []
-
-    @classmethod
-    async def start(cls, *args: str) -> Process:
-        process = await asyncio.create_subprocess_exec(
-            *COMMAND, *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-            env=clean_env())
-        return cls(process)
-
-    async def wait_for_line(self, pattern: str | re.Pattern[str], timeout: float = 20) -> re.Match:
-        regex = re.compile(pattern) if isinstance(pattern, str) else pattern
-        async with asyncio.timeout(timeout):
-            while True:
-                raw = await self.process.stdout.readline()
-                if not raw:
-                    stderr = await self.process.stderr.read()
-                    raise AssertionError(f"process ended before {regex.pattern!r}: "
-                                         f"{stderr.decode()[-2000:]}")
-                line = raw.decode().rstrip("\n")
-                self.lines.append(line)
-                match = regex.search(line)
-                if match:
-                    return match
-
-    async def stop(self, signum: int | None = signal.SIGINT,
-                   timeout: float = 20) -> tuple[int, str]:
-        if self.process.returncode is None and signum is not None:
-            self.process.send_signal(signum)
-        async with asyncio.timeout(timeout):
-            out, err = await self.process.communicate()
-        self.lines.extend(out.decode().splitlines())
-        return self.process.returncode, err.decode()
-
-
-@pytest.fixture
-async def processes():
-    started: list[Process] = []
-
-    async def start(*args: str) -> Process:
-        process = await Process.start(*args)
-        started.append(process)
-        return process
-
-    yield start
-    for process in started:
-        if process.process.returncode is None:
-            process.process.kill()
-            await process.process.wait()
 
 
 @pytest.fixture(autouse=True)
@@ -172,21 +105,6 @@ async def start_simulate(processes, *extra: str):
     match = await simulate.wait_for_line(r"listening on (http://\S+)")
     await simulate.wait_for_line("Ctrl-C")
     return simulate, match.group(1)
-
-
-def config_for(base: str, tmp_path: Path, **extra_sections) -> Path:
-    raw = {
-        "server": {"port": 0},
-        "admin": {"port": 0},
-        "upstream": {"url": f"{base}/93tu/insights/1.0.0/query-api",
-                     "default_variables": {"org": {"orgId": FIXTURE_ORG.uuid}}},
-        "oauth": {"token_url": f"{base}/oauth2/token", "revoke_url": f"{base}/oauth2/revoke",
-                  "client_id": DEMO_CLIENT_ID, "client_secret": DEMO_CLIENT_SECRET},
-        "log": {"format": "json"},
-    }
-    for section, values in extra_sections.items():
-        raw[section] = {**raw.get(section, {}), **values}
-    return write_config(tmp_path / "proxy.toml", raw)
 
 
 async def test_cli_check_against_simulate(processes, tmp_path):

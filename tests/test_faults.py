@@ -30,7 +30,7 @@ from proxy.standin.insights import FIXTURE_ORG
 from proxy.tokens import TokenManager
 
 from .conftest import FakeClock, SAMPLE_QUERY, proxy_config, remember_secret, wait_for
-from .test_cli import ENDPOINT_LINE, Process, config_for
+from .conftest import ENDPOINT_LINE, Process, config_for
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -668,22 +668,6 @@ async def test_disconnect_releases_upstream_connection(stand_in, start_proxy):
 
 
 # -- shutdown ------------------------------------------------------------------------------------
-
-
-@pytest.fixture
-async def processes():
-    started: list[Process] = []
-
-    async def start(*args: str) -> Process:
-        process = await Process.start(*args)
-        started.append(process)
-        return process
-
-    yield start
-    for process in started:
-        if process.process.returncode is None:
-            process.process.kill()
-            await process.process.wait()
 
 
 async def serve_with_simulate(processes, tmp_path: Path, **server: Any) -> tuple[str, str, Process]:

@@ -7,13 +7,12 @@ import gzip
 import json
 import time
 
-import aiohttp
 import pytest
 from aiohttp import web
 
 from proxy.standin.insights import FIXTURE_ORG
 
-from .conftest import SAMPLE_QUERY, proxy_config, wait_for
+from .conftest import SAMPLE_QUERY, proxy_config
 
 
 def org_variables() -> dict:
