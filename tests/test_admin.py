@@ -100,7 +100,7 @@ async def test_revoke_requests_in_flight_keep_working(start_stand_in, start_prox
 
 
 async def test_revoke_nothing_held(stand_in, start_proxy):
-    """With no token held, revoke answers that there was nothing to revoke."""
+    """With no token held, revoke reports that there was nothing to revoke."""
     proxy = await start_proxy(admin_config(stand_in))
     await asyncio.sleep(0.1)  # the warm-up fetch
     proxy.server.holder.current.tokens._store.discard()
@@ -111,7 +111,7 @@ async def test_revoke_nothing_held(stand_in, start_proxy):
 
 
 async def test_revoke_endpoint_down_502(stand_in, start_proxy):
-    """An unreachable revoke endpoint answers 502 with the reason; the token is still gone."""
+    """An unreachable revoke endpoint gives 502 with the reason; the token is still gone."""
     raw = admin_config(stand_in)
     raw["oauth"]["revoke_url"] = "http://127.0.0.1:9/oauth2/revoke"
     proxy = await start_proxy(raw)
@@ -187,7 +187,7 @@ async def test_readyz_reports_failure_reason(start_stand_in, start_proxy):
 
 
 async def test_purge_empties_cache(stand_in, start_proxy):
-    """POST /admin/cache/purge removes every entry and says how many."""
+    """POST /admin/cache/purge removes every entry and returns how many."""
     proxy = await start_proxy(admin_config(stand_in))
     await proxy.query(SAMPLE_QUERY, VARIABLES)
     await proxy.query("{ listOrganizations { id } }")

@@ -711,9 +711,11 @@ async def test_shutdown_drains_in_flight(processes, tmp_path, signum):
     assert "Traceback" not in stderr
 
 
-async def test_shutdown_drain_timeout_bounds_exit(processes, tmp_path):
-    """A query slower than server.drain_timeout_s does not hold the exit back."""
-    base, url, serve = await serve_with_simulate(processes, tmp_path, drain_timeout_s=1)
+@pytest.mark.parametrize(("drain_s", "at_least_s", "at_most_s"), [(1, 0.5, 4.0), (3, 2.5, 5.5)])
+async def test_shutdown_drain_timeout_bounds_exit(processes, tmp_path, drain_s, at_least_s,
+                                                  at_most_s):
+    """A query slower than server.drain_timeout_s is cut after one drain, not two."""
+    base, url, serve = await serve_with_simulate(processes, tmp_path, drain_timeout_s=drain_s)
     async with aiohttp.ClientSession() as session:
         assert await post_query(session, url, 0) == 200
         async with session.post(f"{base}/_standin/faults", json={"insights_latency_ms": 20_000}):
@@ -722,11 +724,11 @@ async def test_shutdown_drain_timeout_bounds_exit(processes, tmp_path):
         await asyncio.sleep(0.5)
         started = time.monotonic()
         serve.process.send_signal(signal.SIGTERM)
-        code, stderr = await serve.stop(None, timeout=10)
+        code, stderr = await serve.stop(None, timeout=15)
         elapsed = time.monotonic() - started
         results = await asyncio.gather(slow, return_exceptions=True)
     assert code == 0, stderr[-2000:]
-    assert elapsed < 4.0
+    assert at_least_s < elapsed < at_most_s
     assert isinstance(results[0], aiohttp.ClientError)
 
 
@@ -772,24 +774,6 @@ async def test_soak_smoke_counts_clean(tmp_path):
     assert report["client_errors"] == 0
     assert len(report["faults_applied"]) >= 4
     assert report["token_requests"] >= 2
-
-
-async def test_shutdown_drain_bounded_once(processes, tmp_path):
-    """A request slower than the drain is cut after one drain_timeout_s, not two."""
-    base, url, serve = await serve_with_simulate(processes, tmp_path, drain_timeout_s=3)
-    async with aiohttp.ClientSession() as session:
-        assert await post_query(session, url, 0) == 200
-        async with session.post(f"{base}/_standin/faults", json={"insights_latency_ms": 20_000}):
-            pass
-        slow = asyncio.ensure_future(post_query(session, url, 1))
-        await asyncio.sleep(0.5)
-        started = time.monotonic()
-        serve.process.send_signal(signal.SIGTERM)
-        code, stderr = await serve.stop(None, timeout=15)
-        elapsed = time.monotonic() - started
-        await asyncio.gather(slow, return_exceptions=True)
-    assert code == 0, stderr[-2000:]
-    assert 2.5 < elapsed < 5.5
 
 
 async def test_readyz_not_ready_while_draining(stand_in, start_proxy):

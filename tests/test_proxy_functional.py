@@ -67,7 +67,7 @@ async def test_upstream_401_replayed_once(proxy, stand_in):
 
 
 async def test_second_401_becomes_502(proxy, stand_in):
-    """A fresh token refused again answers 502 UPSTREAM_REJECTED_TOKEN."""
+    """A fresh token rejected again gives 502 UPSTREAM_REJECTED_TOKEN."""
     async with proxy.session.post(f"{stand_in.base}/_standin/faults",
                                   json={"insights_fail_next": {"count": 2, "status": 401}}):
         pass
@@ -275,7 +275,7 @@ async def test_mutation_over_get_405(proxy, stand_in):
 
 
 async def test_wrong_secret_token_endpoint_error(start_stand_in, start_proxy):
-    """Refused credentials answer 502 TOKEN_ENDPOINT_ERROR naming the OAuth error."""
+    """Rejected credentials give 502 TOKEN_ENDPOINT_ERROR naming the OAuth error."""
     stand_in = await start_stand_in()
     raw = proxy_config(stand_in)
     raw["oauth"]["client_secret"] = "wrong-secret-123"
