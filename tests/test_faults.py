@@ -79,6 +79,14 @@ def free_port() -> int:
 # -- token endpoint outages ----------------------------------------------------------------
 
 
+
+async def start_uncached(start_stand_in, start_proxy, token_lifetime_s: int):
+    """Start a stand-in and an uncached proxy that share one fake clock."""
+    clock = FakeClock()
+    stand_in = await start_stand_in(token_lifetime_s=token_lifetime_s, clock=clock)
+    proxy = await start_proxy(proxy_config(stand_in, cache={"ttl_s": 0}), clock=clock)
+    return clock, stand_in, proxy
+
 async def test_outage_with_valid_token_invisible(start_stand_in, start_proxy):
     """While the held token is valid, failed refreshes stay in the background: every query is 200."""
     clock = FakeClock()
@@ -113,9 +121,7 @@ async def test_outage_with_valid_token_invisible(start_stand_in, start_proxy):
 
 async def test_outage_after_expiry_fails_fast(start_stand_in, start_proxy):
     """Once the token has expired during an outage, queries get 503 with Retry-After at once."""
-    clock = FakeClock()
-    stand_in = await start_stand_in(token_lifetime_s=101, clock=clock)
-    proxy = await start_proxy(proxy_config(stand_in, cache={"ttl_s": 0}), clock=clock)
+    clock, stand_in, proxy = await start_uncached(start_stand_in, start_proxy, 101)
     response, _, _ = await timed_query(proxy)
     assert response.status == 200
     insights_before = stand_in.stats["insights_requests"]
@@ -140,9 +146,7 @@ async def test_outage_after_expiry_fails_fast(start_stand_in, start_proxy):
 
 async def test_outage_token_not_sent_near_expiry(start_stand_in, start_proxy):
     """In its last half second the token is no longer sent, so it cannot expire on the way."""
-    clock = FakeClock()
-    stand_in = await start_stand_in(token_lifetime_s=101, clock=clock)
-    proxy = await start_proxy(proxy_config(stand_in, cache={"ttl_s": 0}), clock=clock)
+    clock, stand_in, proxy = await start_uncached(start_stand_in, start_proxy, 101)
     response, _, _ = await timed_query(proxy)
     assert response.status == 200
     token = token_manager(proxy).current()
@@ -162,9 +166,7 @@ async def test_outage_token_not_sent_near_expiry(start_stand_in, start_proxy):
 
 async def test_outage_first_failure_has_retry_after(start_stand_in, start_proxy):
     """The query whose own token attempt fails also gets Retry-After, not only those after it."""
-    clock = FakeClock()
-    stand_in = await start_stand_in(token_lifetime_s=101, clock=clock)
-    proxy = await start_proxy(proxy_config(stand_in, cache={"ttl_s": 0}), clock=clock)
+    clock, stand_in, proxy = await start_uncached(start_stand_in, start_proxy, 101)
     await wait_for(lambda: token_manager(proxy).current() is not None)
     await set_faults(stand_in, token_endpoint="error")
     clock.advance(101)
@@ -410,9 +412,7 @@ async def test_backoff_configuration_error_slower(aiohttp_server):
 
 async def test_clock_jump_fetches_new_token(start_stand_in, start_proxy):
     """After the wall clock jumps hours ahead (sleep), the next query uses a new token."""
-    clock = FakeClock()
-    stand_in = await start_stand_in(token_lifetime_s=900, clock=clock)
-    proxy = await start_proxy(proxy_config(stand_in, cache={"ttl_s": 0}), clock=clock)
+    clock, stand_in, proxy = await start_uncached(start_stand_in, start_proxy, 900)
     response, _, _ = await timed_query(proxy)
     assert response.status == 200
     first = token_manager(proxy).current()
@@ -429,9 +429,7 @@ async def test_clock_jump_fetches_new_token(start_stand_in, start_proxy):
 
 async def test_clock_jump_during_outage_sends_nothing(start_stand_in, start_proxy):
     """A clock jump while the token endpoint is down gets 503, and no stale token goes upstream."""
-    clock = FakeClock()
-    stand_in = await start_stand_in(token_lifetime_s=900, clock=clock)
-    proxy = await start_proxy(proxy_config(stand_in, cache={"ttl_s": 0}), clock=clock)
+    clock, stand_in, proxy = await start_uncached(start_stand_in, start_proxy, 900)
     response, _, _ = await timed_query(proxy)
     assert response.status == 200
     insights_before = stand_in.stats["insights_requests"]
