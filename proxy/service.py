@@ -123,13 +123,10 @@ class GraphQLService:
         return reason
 
     def _hit(self, entry: CachedAnswer, now: float, directives: Directives) -> Outcome:
-        ttl = int(entry.fresh_until - now)
-        age = int(now - entry.stored_at)
-        headers = [*entry.headers, ("ETag", entry.etag), ("Age", str(age))]
-        cache_status = f"hit; ttl={ttl}"
+        outcome = _from_entry(entry, now, "")
         if directives.if_none_match and _etag_matches(directives.if_none_match, entry.etag):
-            return Outcome(304, headers, b"", cache_status)
-        return Outcome(entry.status, headers, entry.body, cache_status)
+            outcome.status, outcome.body = 304, b""
+        return outcome
 
     def _stale(self, entry: CachedAnswer | None, failed_status: int) -> Outcome | None:
         if entry is None or self._settings.stale_if_error_s <= 0:
@@ -138,12 +135,16 @@ class GraphQLService:
         if now >= entry.fresh_until + self._settings.stale_if_error_s:
             return None
         self._on_lookup("stale")
-        age = int(now - entry.stored_at)
-        ttl = int(entry.fresh_until - now)
-        headers = [*entry.headers, ("ETag", entry.etag), ("Age", str(age))]
-        return Outcome(entry.status, headers, entry.body,
-                       f"hit; ttl={ttl}; fwd=stale; fwd-status={failed_status}; "
-                       "detail=stale-if-error")
+        return _from_entry(entry, now, f"; fwd=stale; fwd-status={failed_status}; "
+                                       "detail=stale-if-error")
+
+
+def _from_entry(entry: CachedAnswer, now: float, status_suffix: str) -> Outcome:
+    """Build the response for a stored entry, with its ETag, Age and remaining ttl."""
+    ttl = int(entry.fresh_until - now)
+    age = int(now - entry.stored_at)
+    headers = [*entry.headers, ("ETag", entry.etag), ("Age", str(age))]
+    return Outcome(entry.status, headers, entry.body, f"hit; ttl={ttl}{status_suffix}")
 
 
 def _storable(answer: UpstreamAnswer) -> bool:
