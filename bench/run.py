@@ -160,7 +160,7 @@ def wait_for_idle_cores(wait_s: float) -> dict[int, float]:
 
 
 def run(args: argparse.Namespace, nginx_binary: str, wrk_binary: str) -> dict:
-    """Run every phase and return the results; the process group is closed whatever happens."""
+    """Run every phase and return the results; a finally block stops every started process."""
     mode = MODES[args.mode]
     duration_s = args.duration if args.duration is not None else mode.duration_s
     rounds = args.rounds if args.rounds is not None else mode.rounds

@@ -2,7 +2,7 @@
 
 `MemoryResponseCache` bounds entries by count (`cache.max_entries`), by the bytes of stored
 bodies (`cache.max_bytes`) and per entry (`cache.max_entry_bytes`). Entries stay in memory for
-`ttl_s + stale_if_error_s`, so that an expired answer can still be served when the upstream
+`ttl_s + stale_if_error_s`, so that an expired response can still be served when the upstream
 fails; `lookup` tells fresh from stale. `InFlight` runs one upstream call per key at a time in a
 task of its own: waiters share its result, a waiter that leaves does not cancel it for the
 others, and the call is cancelled only when nobody waits any more.
@@ -25,7 +25,7 @@ T = TypeVar("T")
 
 @dataclass(frozen=True, slots=True)
 class CachedAnswer:
-    """A stored upstream answer; times are wall-clock seconds."""
+    """A stored upstream response, with times in wall-clock seconds."""
 
     status: int
     headers: tuple[tuple[str, str], ...]
@@ -42,7 +42,7 @@ class CachedAnswer:
 class ResponseCache(Protocol):
     @property
     def enabled(self) -> bool:
-        """Tell whether answers are stored at all."""
+        """Tell whether responses are stored at all."""
         ...
 
     def lookup(self, key: str) -> CachedAnswer | None: ...
@@ -126,10 +126,10 @@ class InFlight(Generic[T]):
         finally:
             flight.waiters -= 1
             if flight.waiters == 0 and not flight.task.done():
-                flight.task.cancel()  # the last waiter left; nobody needs the answer
+                flight.task.cancel()  # the last waiter left, so the result is no longer needed
 
     def _finish(self, key: str, flight: _Flight[T]) -> None:
         if self._flights.get(key) is flight:
             del self._flights[key]
         if not flight.task.cancelled():
-            flight.task.exception()  # retrieved so an answer nobody waited for is not reported
+            flight.task.exception()  # retrieved so that a result no caller awaited is not reported as unhandled

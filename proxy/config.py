@@ -190,7 +190,7 @@ def load_settings(path: Path | None) -> LoadedSettings:
 
 def build_settings(raw: dict[str, Any], *, base: Path | None = None,
                    use_environment: bool = True) -> Settings:
-    """Validate a configuration table, with environment overrides unless told otherwise."""
+    """Validate a configuration table, applying environment overrides when `use_environment`."""
     if use_environment:
         unknown = _unknown_environment_names(os.environ)
         if unknown:
@@ -281,8 +281,8 @@ def _describe_validation_error(exc: ValidationError) -> list[str]:
                             "config/insights-proxy.example.toml")
             continue
         value = error.get("input")
-        shown = "'********'" if section_key in SECRET_KEYS else repr(value)
-        problems.append(f"{key}: invalid value {shown}: {error['msg']}")
+        displayed = "'********'" if section_key in SECRET_KEYS else repr(value)
+        problems.append(f"{key}: invalid value {displayed}: {error['msg']}")
     return problems
 
 
@@ -328,6 +328,7 @@ def _read_secret_file(key: str, name: str, base: Path, problems: list[str]) -> s
 def _check_consistency(settings: Settings) -> list[str]:
     problems: list[str] = []
     server, oauth, admin = settings.server, settings.oauth, settings.admin
+
     if not server.path.startswith("/") or "?" in server.path or "#" in server.path:
         problems.append(f"server.path: invalid value {server.path!r}; use an absolute path "
                         "such as '/query-api'")
@@ -337,11 +338,13 @@ def _check_consistency(settings: Settings) -> list[str]:
     if not oauth.client_secret.get_secret_value():
         problems.append("oauth.client_secret: missing; set oauth.client_secret_file, "
                         f"oauth.client_secret or {ENV_PREFIX}OAUTH__CLIENT_SECRET")
+
     for key, url in (("upstream.url", settings.upstream.url), ("oauth.token_url", oauth.token_url),
                      ("oauth.revoke_url", oauth.revoke_url)):
         problem = _check_url(key, url)
         if problem:
             problems.append(problem)
+
     if not is_loopback_host(server.host) and not settings.clients \
             and not server.allow_anonymous_network:
         problems.append(
@@ -351,11 +354,13 @@ def _check_consistency(settings: Settings) -> list[str]:
     if not is_loopback_host(admin.host) and not admin.token.get_secret_value():
         problems.append(f"admin.host: {admin.host!r} is not a loopback address; set admin.token "
                         "or admin.token_file so the admin routes need a bearer token")
+
     if settings.tls.ca_file:
         problem = _check_ca_file(settings.tls.ca_file)
         if problem:
             problems.append(problem)
     problems.extend(_check_browser_guards(server))
+
     names = [client.name for client in settings.clients]
     for name in sorted({name for name in names if names.count(name) > 1}):
         problems.append(f"clients.name: {name!r} is used by more than one [[clients]] entry; "

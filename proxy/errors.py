@@ -1,4 +1,4 @@
-"""Errors the proxy answers with, each mapped to an HTTP status and a GraphQL error code.
+"""Errors the proxy responds with, each mapped to an HTTP status and a GraphQL error code.
 
 The tree::
 
@@ -36,7 +36,7 @@ from collections.abc import Mapping
 
 
 class ProxyError(Exception):
-    """An error answered to the client as a GraphQL-shaped JSON body."""
+    """An error sent to the client as a GraphQL-shaped JSON body."""
 
     status = 500
     code = "INTERNAL_ERROR"
@@ -165,7 +165,7 @@ class UpstreamTimeout(UpstreamError):
 
 
 class ConfigError(Exception):
-    """The configuration is invalid; `problems` holds one message per bad key."""
+    """The configuration is invalid; `problems` contains one message per bad key."""
 
     def __init__(self, problems: list[str]) -> None:
         super().__init__("\n".join(problems))

@@ -48,7 +48,7 @@ def create_session(settings: Settings) -> aiohttp.ClientSession:
         # No cookie may cross from one client's request to another's.
         cookie_jar=aiohttp.DummyCookieJar(),
         # Decoded bodies are needed to check `errors` before caching; Content-Encoding is
-        # therefore dropped from answers and framing is recomputed for the decoded bytes.
+        # therefore dropped from responses and framing is recomputed for the decoded bytes.
         auto_decompress=True,
         headers={"User-Agent": USER_AGENT},
         trust_env=False,

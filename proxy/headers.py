@@ -15,7 +15,7 @@ HOP_BY_HOP = frozenset({
     "upgrade", "proxy-authenticate", "proxy-authorization",
 })
 
-# Never copied from an upstream answer: framing is recomputed for the bytes the proxy sends,
+# Never copied from an upstream response: framing is recomputed for the bytes the proxy sends,
 # cookies must not reach clients that share one credential, and the proxy sets its own cache
 # validators and identity headers.
 RESPONSE_DROP = HOP_BY_HOP | {

@@ -20,14 +20,15 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
+
         self.requests = Counter(
-            "insights_proxy_requests", "Requests answered on the GraphQL endpoint.",
+            "insights_proxy_requests", "Requests handled on the GraphQL endpoint.",
             ["status", "code", "cache", "client"], registry=r)
         self.request_duration = Histogram(
-            "insights_proxy_request_duration_seconds", "Time to answer a request, end to end.",
+            "insights_proxy_request_duration_seconds", "Time to handle a request, end to end.",
             buckets=LATENCY_BUCKETS, registry=r)
         self.upstream_duration = Histogram(
-            "insights_proxy_upstream_duration_seconds", "Time the Insights API took to answer.",
+            "insights_proxy_upstream_duration_seconds", "Time the Insights API took to respond.",
             buckets=LATENCY_BUCKETS, registry=r)
         self.overhead = Histogram(
             "insights_proxy_overhead_seconds",
@@ -36,12 +37,16 @@ class Metrics:
         self.upstream_requests = Counter(
             "insights_proxy_upstream_requests", "Requests sent to the Insights API, by status.",
             ["status"], registry=r)
+
         self.token_fetches = Counter(
             "insights_proxy_token_fetches", "Token requests sent to the token endpoint.",
             ["outcome"], registry=r)
         self.token_expires_in = Gauge(
             "insights_proxy_token_expires_in_seconds",
             "Seconds until the current token expires; 0 when none is held.", registry=r)
+        for outcome in ("success", "failure"):
+            self.token_fetches.labels(outcome)
+
         self.cache_entries = Gauge("insights_proxy_cache_entries", "Entries in the response cache.",
                                    registry=r)
         self.cache_bytes = Gauge("insights_proxy_cache_bytes",
@@ -50,20 +55,19 @@ class Metrics:
         self.cache_lookups = {
             kind: Counter(f"insights_proxy_cache_{kind}", help_text, registry=r)
             for kind, help_text in (
-                ("hits", "Requests answered from the cache."),
-                ("misses", "Cacheable requests that were not answered from the cache."),
+                ("hits", "Requests served from the cache."),
+                ("misses", "Cacheable requests that were not served from the cache."),
                 ("merged", "Requests that waited for an identical request already upstream."),
-                ("stale", "Expired answers served because the upstream or token endpoint failed."),
+                ("stale", "Expired responses served because the upstream or token endpoint failed."),
             )
         }
         self._request_children: dict[tuple[int, str, str, str], Counter] = {}
+
         build = Info("insights_proxy_build", "Version of the proxy and of Python.", registry=r)
         build.info({"version": __version__, "python": platform.python_version()})
-        for outcome in ("success", "failure"):
-            self.token_fetches.labels(outcome)
 
     def count_request(self, status: int, code: str, cache: str, client: str) -> None:
-        """Count one answered request; label children are cached, as this runs per request."""
+        """Count one completed request; label children are cached because this runs per request."""
         key = (status, code, cache, client)
         child = self._request_children.get(key)
         if child is None:

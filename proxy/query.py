@@ -1,10 +1,12 @@
 """Reading a GraphQL request: parse, check limits, normalise, and derive the cache key.
 
 Results are memoised by the raw request (POST body bytes, or the GET query string), so a body
-seen recently costs one dictionary look-up instead of a parse. The cache key covers the
-normalised document (formatting and comments removed by printing the parsed AST), the variables
-as canonical JSON (sorted keys, types and nulls kept), the operation name, and a prefix that
-names the upstream URL and the credential identity.
+seen recently costs one dictionary look-up instead of a parse.
+
+The cache key covers four parts. The document is normalised by printing the parsed AST, which
+removes formatting and comments. The variables are canonical JSON, with sorted keys and with
+types and nulls kept. Then come the operation name and a prefix that names the upstream URL and
+the credential identity.
 """
 
 from __future__ import annotations

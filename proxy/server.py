@@ -58,7 +58,7 @@ class ProxyServer:
     async def start(self) -> Listeners:
         server, admin = self.settings.server, self.settings.admin
         # The parser limits sit above ours, so oversize requests reach the handler and get
-        # the documented 414 and 431 answers instead of aiohttp's plain 400.
+        # the documented 414 and 431 responses instead of aiohttp's plain 400.
         proxy_runner = web.AppRunner(create_proxy_app(self.holder, self.metrics),
                                      access_log=None, max_line_size=server.max_url_bytes * 2,
                                      max_field_size=server.max_header_bytes * 2,

@@ -166,7 +166,7 @@ def _etag_for(answer: UpstreamAnswer) -> str | None:
 
 
 def _etag_matches(header: str, etag: str) -> bool:
-    # "*" is not honoured: it would turn a miss or an error answer into an empty 304.
+    # "*" is not honoured: it would turn a miss or an error response into an empty 304.
     candidates = [part.strip() for part in header.split(",")]
     return any(candidate.removeprefix("W/") == etag for candidate in candidates)
 

@@ -2,7 +2,7 @@
 
 Rules it keeps:
 
-- One token request at a time, however many requests wait for a token; the request runs in its
+- One token request at a time, however many requests wait for a token. The request runs in its
   own task, so a waiting client that goes away does not cancel it.
 - Refresh ahead of expiry by `oauth.refresh_margin_s`, capped at a quarter of the lifetime so a
   short-lived token is not refreshed on every request. While the old token is still valid the
@@ -54,8 +54,8 @@ CONFIGURATION_ERRORS = frozenset({
     "unsupported_grant_type", "invalid_request", "access_denied",
 })
 REFRESH_SHARE = 0.25          # refresh no earlier than with a quarter of the lifetime left
-# Token lifetimes are whole seconds and servers round the issue time down, so a token may expire
-# up to a second before `sent_at + expires_in`; it is dropped that much earlier.
+# Token lifetimes are whole seconds and servers round the issue time down. A token may therefore
+# expire up to a second before `sent_at + expires_in`, so it is dropped that much earlier.
 EXPIRY_SAFETY_S = 1.0
 # A request checked just before expiry still has to reach the gateway, so a token is not sent in
 # the last half second of its estimated lifetime, or in the last twentieth of a lifetime under
@@ -346,7 +346,7 @@ class TokenManager:
             oauth_error = _oauth_error_code(raw)
             if oauth_error in CONFIGURATION_ERRORS and 400 <= status < 500:
                 raise TokenEndpointError(
-                    f"token endpoint {url} refused the credentials: HTTP {status}, OAuth error "
+                    f"token endpoint {url} rejected the credentials: HTTP {status}, OAuth error "
                     f"{oauth_error!r}; check oauth.client_id, the client secret, oauth.scope "
                     "and oauth.extra_params", oauth_error=oauth_error)
             raise TokenEndpointUnavailable(f"token endpoint {url} responded with HTTP {status}")

@@ -1,4 +1,4 @@
-"""Where the current access token is kept.
+"""Storage of the current access token.
 
 The token manager talks to a `TokenStore` so that replicas can later share one token through an
 external store; `MemoryTokenStore` keeps it in this process.

@@ -1,7 +1,7 @@
 """Shared fixtures: a fake clock, the Choreo stand-in, an in-process proxy, a log leak check.
 
-Every test's captured log records are searched for the stand-in's client secret and for every
-access token it issued during the test; a hit fails the test.
+After every test, its captured log records and request lines are searched for the stand-in's
+client secret and for every access token it issued. A match fails the test.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ _SECRETS: set[str] = set()
 
 
 class FakeClock:
-    """Wall-clock seconds that move only when a test says so."""
+    """Wall-clock seconds that move only when a test advances them."""
 
     def __init__(self, start: float | None = None) -> None:
         self.now = start if start is not None else time.time()

@@ -126,7 +126,7 @@ async def test_revoke_endpoint_down_502(stand_in, start_proxy):
 
 
 async def test_revoke_endpoint_401_reported(stand_in, start_proxy, aiohttp_server):
-    """A revoke endpoint answering 401 is reported as a failed revocation with its error."""
+    """A revoke endpoint responding 401 is reported as a failed revocation with its error."""
     async def refuse(request: web.Request) -> web.Response:
         return web.Response(status=401, text='{"error_description":"Client Authentication '
                             'failed.","error":"invalid_client"}', content_type="text/html")
@@ -225,7 +225,7 @@ async def test_admin_routes_reject_browsers(stand_in, start_proxy, method, path)
 
 
 async def test_admin_healthz_open_and_methods(stand_in, start_proxy):
-    """/healthz needs no token; unsafe routes answer only POST; unknown paths are 404."""
+    """/healthz needs no token; unsafe routes accept only POST; unknown paths are 404."""
     proxy = await start_proxy(admin_config(stand_in))
     status, body, _ = await admin_call(proxy, "GET", "/healthz", token=None)
     assert (status, body) == (200, {"status": "ok"})

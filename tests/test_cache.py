@@ -17,7 +17,7 @@ from .conftest import FakeClock, proxy_config, wait_for
 
 
 class ScriptedUpstream:
-    """An Insights-like upstream whose answer, status and delay the test sets."""
+    """An Insights-like upstream whose response body, status and delay the test sets."""
 
     def __init__(self) -> None:
         self.calls = 0
@@ -151,7 +151,7 @@ async def test_cache_selected_mutation_not_query(cached_proxy, upstream):
     (503, {"code": "102503"}),
 ])
 async def test_cache_failed_answers_not_stored(cached_proxy, upstream, status, payload):
-    """Answers with errors, without data, or with a non-200 status are never stored."""
+    """Responses with errors, without data, or with a non-200 status are never stored."""
     proxy = await cached_proxy()
     upstream.status, upstream.payload = status, payload
     for _ in range(2):
@@ -188,7 +188,7 @@ async def test_cache_hit_same_content_headers(cached_proxy, upstream):
 
 
 async def test_cache_etag_not_modified(cached_proxy, upstream):
-    """If-None-Match with the entry's ETag answers 304 without a body."""
+    """If-None-Match with the entry's ETag gives 304 without a body."""
     proxy = await cached_proxy()
     miss, _ = await post(proxy, {"query": "{ a }"})
     etag = miss.headers["ETag"]

@@ -128,7 +128,7 @@ async def test_cli_check_against_simulate(processes, tmp_path):
 
 
 async def test_cli_serve_admin_and_signals(processes, tmp_path):
-    """serve answers queries; admin commands work; SIGHUP reloads; SIGTERM exits 0."""
+    """serve handles queries; admin commands work; SIGHUP reloads; SIGTERM exits 0."""
     simulate, base = await start_simulate(processes)
     admin_token = "cli-admin-token-0001"
     remember_secret(admin_token)

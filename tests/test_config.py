@@ -137,7 +137,8 @@ def test_config_path_resolution(config_dir, monkeypatch):
     with pytest.raises(ConfigError) as failure:
         resolve_config_path(None)
     message = failure.value.problems[0]
-    assert "INSIGHTS_PROXY_CONFIG" in message and "insights-proxy.toml" in message
+    assert "INSIGHTS_PROXY_CONFIG" in message
+    assert "insights-proxy.toml" in message
     (config_dir / "insights-proxy.toml").write_text(MINIMAL)
     assert resolve_config_path(None) == Path("insights-proxy.toml")
     monkeypatch.setenv("INSIGHTS_PROXY_CONFIG", "from-env.toml")

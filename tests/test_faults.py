@@ -775,7 +775,7 @@ async def test_soak_smoke_counts_clean(tmp_path):
 
 
 async def test_readyz_not_ready_while_draining(stand_in, start_proxy):
-    """During shutdown /readyz answers 503 so load balancers stop sending traffic."""
+    """During shutdown /readyz returns 503 so load balancers stop sending traffic."""
     from .conftest import proxy_config
 
     proxy = await start_proxy(proxy_config(stand_in))

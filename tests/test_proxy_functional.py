@@ -88,7 +88,7 @@ async def test_upstream_403_passed_through(start_stand_in, start_proxy):
 
 @pytest.mark.parametrize("mode", ["revoke_previous", "keep_previous", "reuse"])
 async def test_reissue_modes_steady_traffic(start_stand_in, start_proxy, mode):
-    """Under each re-issue mode, steady traffic across token lifetimes sees no client error."""
+    """Under each re-issue mode, steady traffic across token lifetimes gets no client error."""
     stand_in = await start_stand_in(token_lifetime_s=3, reissue=mode)
     proxy = await start_proxy(proxy_config(stand_in, cache={"ttl_s": 0}))
     statuses: list[int] = []
@@ -111,7 +111,7 @@ async def test_reissue_modes_steady_traffic(start_stand_in, start_proxy, mode):
 
 
 class RecordingUpstream:
-    """An upstream that records request headers and answers with awkward headers."""
+    """An upstream that records request headers and responds with awkward headers."""
 
     def __init__(self) -> None:
         self.headers: list[dict[str, str]] = []
@@ -288,7 +288,7 @@ async def test_wrong_secret_token_endpoint_error(start_stand_in, start_proxy):
 
 
 async def test_token_endpoint_down_503(stand_in, start_proxy):
-    """An unreachable token endpoint answers 503 with Retry-After, not a hang."""
+    """An unreachable token endpoint gives 503 with Retry-After, not a hang."""
     raw = proxy_config(stand_in)
     raw["oauth"]["token_url"] = "http://127.0.0.1:9/oauth2/token"
     proxy = await start_proxy(raw)
@@ -299,7 +299,7 @@ async def test_token_endpoint_down_503(stand_in, start_proxy):
 
 
 async def test_upstream_unreachable_502(stand_in, start_proxy):
-    """A refused upstream connection answers 502 UPSTREAM_UNAVAILABLE."""
+    """A refused upstream connection gives 502 UPSTREAM_UNAVAILABLE."""
     proxy = await start_proxy(proxy_config(stand_in, upstream={"url": "http://127.0.0.1:9/q"}))
     response, body = await proxy.query(SAMPLE_QUERY, org_variables())
     assert response.status == 502

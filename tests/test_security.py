@@ -808,7 +808,7 @@ async def test_body_limit_exact_boundary(small_proxy, stand_in):
 
 
 async def test_body_declared_huge_rejected_unread(small_proxy, stand_in):
-    """A Content-Length over the limit is answered 413 before the body is sent."""
+    """A Content-Length over the limit gets 413 before the body is sent."""
     head = request_bytes(headers=json_headers(**{"Content-Length": str(10 ** 12)}))
     reader, writer = await asyncio.open_connection("127.0.0.1", port_of(small_proxy))
     try:
@@ -1152,7 +1152,7 @@ async def test_tls_self_signed_upstream_rejected(stand_in, start_proxy, tls_endp
 
 
 async def test_tls_ca_file_trusts_upstream(stand_in, start_proxy, tls_endpoints):
-    """With tls.ca_file naming its CA, the same upstream answers through the proxy."""
+    """With tls.ca_file naming its CA, the same upstream responds through the proxy."""
     proxy = await start_proxy(proxy_config(stand_in,
                                            upstream={"url": f"{tls_endpoints.base}/q"},
                                            tls={"ca_file": str(tls_endpoints.ca_path)}))
@@ -1277,7 +1277,7 @@ def test_secret_not_in_rendered_traceback(log_format):
 
 
 async def test_admin_answers_contain_no_secret(stand_in, start_proxy, tmp_path):
-    """No admin answer contains the client secret, the admin token or an access token."""
+    """No admin response contains the client secret, the admin token or an access token."""
     remember_secret(ADMIN_TOKEN)
     raw = proxy_config(stand_in, admin={"port": 0, "token": ADMIN_TOKEN})
     path = write_config(tmp_path / "proxy.toml", raw)

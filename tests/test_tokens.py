@@ -27,7 +27,7 @@ def oauth_settings(token_url: str, **overrides: Any):
 
 
 class ScriptedTokenServer:
-    """A token endpoint that answers from a list of (status, body) and records each request."""
+    """A token endpoint that responds from a list of (status, body) and records each request."""
 
     def __init__(self, answers: list[tuple[int, Any]]) -> None:
         self.answers = answers
@@ -122,7 +122,7 @@ async def test_token_expires_in_variants(scripted, session, expires_in, lifetime
      TokenEndpointUnavailable),
 ])
 async def test_token_unusable_answers_fail(scripted, session, status, body, error):
-    """Answers without a usable Bearer token are failed fetches, never a token."""
+    """Responses without a usable Bearer token are failed fetches, never a token."""
     server = await scripted([(status, body)])
     tokens = TokenManager(oauth_settings(server.url), session)
     with pytest.raises(error):

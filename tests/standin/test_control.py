@@ -256,7 +256,7 @@ async def test_fault_insights_fail_next_429_sets_retry_after(standin, clock: Fak
     ],
 )
 async def test_fault_insights_fail_next_server_errors(standin, status, body):
-    """Injected 5xx answers use the router's body style (the 500 is a GraphQL error from the backend)."""
+    """Injected 5xx responses use the router's body style (the 500 is a GraphQL error from the backend)."""
     await _set_faults(standin, {"insights_fail_next": {"count": 2, "status": status}})
 
     first = await query_insights(standin, None)

@@ -4,7 +4,7 @@ Data visibility: a DataFilter selects data only when its ``orgId`` is the organi
 its ``tenant`` is the organization's tenant. ``environmentId`` and ``environmentIds`` may name an
 environment by its id or by any of its aliases. Each environment counts once, however many of its
 ids are given. When neither is given, every environment of the organization is included. A
-``projectId`` keeps the APIs of that project. Unknown ids select nothing, so queries answer with
+``projectId`` keeps the APIs of that project. Unknown ids select nothing, so queries return
 empty lists and zero totals instead of errors.
 
 The data window ends at the start of the current minute of the injected clock, so a range that
