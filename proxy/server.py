@@ -19,7 +19,7 @@ from aiohttp import web
 
 from . import __version__
 from .admin import create_admin_app
-from .app import create_proxy_app
+from .app import create_proxy_server
 from .config import LoadedSettings, Settings
 from .errors import TokenError
 from .log import ACCESS_LOG
@@ -52,22 +52,22 @@ class ProxyServer:
         self.metrics = Metrics()
         self.holder = RuntimeHolder(Runtime(self.settings, clock=clock, metrics=self.metrics))
         self.reloader = Reloader(loaded.path, self.holder, self.metrics, clock=clock)
-        self._runners: list[web.AppRunner] = []
+        self._runners: list[web.BaseRunner] = []
         self._warmup: asyncio.Task[None] | None = None
 
     async def start(self) -> Listeners:
         server, admin = self.settings.server, self.settings.admin
         # The parser limits sit above ours, so oversize requests reach the handler and get
         # the documented 414 and 431 responses instead of aiohttp's plain 400.
-        proxy_runner = web.AppRunner(create_proxy_app(self.holder, self.metrics),
-                                     access_log=None, max_line_size=server.max_url_bytes * 2,
-                                     max_field_size=server.max_header_bytes * 2,
-                                     # The drain is done in `stop`; what is left after it is
-                                     # cancelled quickly (aiohttp may wait this twice).
-                                     shutdown_timeout=CANCEL_GRACE_S,
-                                     # A client that goes away cancels its handler, which
-                                     # releases the upstream connection it was waiting on.
-                                     handler_cancellation=True)
+        proxy_server = create_proxy_server(
+            self.holder, access_log=None, max_line_size=server.max_url_bytes * 2,
+            max_field_size=server.max_header_bytes * 2,
+            # A client that goes away cancels its handler, which releases the upstream
+            # connection it was waiting on.
+            handler_cancellation=True)
+        # The drain is done in `stop`; what is left after it is cancelled quickly (aiohttp may
+        # wait this timeout twice).
+        proxy_runner = web.ServerRunner(proxy_server, shutdown_timeout=CANCEL_GRACE_S)
         admin_runner = web.AppRunner(create_admin_app(self.holder, self.metrics, self.reloader),
                                      access_log=None, shutdown_timeout=1.0)
         proxy_port = await self._bind(proxy_runner, server.host, server.port, "server.port")
@@ -82,7 +82,7 @@ class ProxyServer:
                  pid=os.getpid())
         return listeners
 
-    async def _bind(self, runner: web.AppRunner, host: str, port: int, key: str) -> int:
+    async def _bind(self, runner: web.BaseRunner, host: str, port: int, key: str) -> int:
         await runner.setup()
         self._runners.append(runner)
         site = web.TCPSite(runner, host, port, reuse_address=True)

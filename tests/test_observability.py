@@ -11,6 +11,7 @@ import structlog
 from prometheus_client.parser import text_string_to_metric_families
 
 from proxy.log import RepeatFolder, build_formatter, redact_text, register_secret
+from proxy.metrics import Metrics
 from proxy.standin.insights import FIXTURE_ORG
 
 from .conftest import SAMPLE_QUERY, proxy_config
@@ -150,6 +151,32 @@ async def test_metrics_parse_and_move(proxy):
     assert after["insights_proxy_request_duration_seconds_count{}"] == 3
     assert after["insights_proxy_overhead_seconds_count{}"] == 3
     assert "insights_proxy_build_info{python=" in "".join(after)
+
+
+def test_metrics_histogram_buckets_and_request_series():
+    """Per-request metrics count into "less than or equal" buckets and parse as Prometheus text."""
+    metrics = Metrics()
+    for elapsed in (0.004, 0.005, 0.02, 45.0):
+        metrics.record_request(200, "", "hit", "", elapsed, None, None)
+    metrics.record_request(502, "UPSTREAM_ERROR", "fwd=miss", "team", 0.3, 0.25, 502)
+    samples = {}
+    for family in text_string_to_metric_families(metrics.render().decode()):
+        for sample in family.samples:
+            labels = ",".join(f"{k}={v}" for k, v in sorted(sample.labels.items()))
+            samples[f"{sample.name}{{{labels}}}"] = sample.value
+    buckets = "insights_proxy_request_duration_seconds_bucket"
+    assert samples[f"{buckets}{{le=0.005}}"] == 2  # 0.005 itself falls in the 0.005 bucket
+    assert samples[f"{buckets}{{le=0.025}}"] == 3
+    assert samples[f"{buckets}{{le=0.5}}"] == 4
+    assert samples[f"{buckets}{{le=30.0}}"] == 4
+    assert samples[f"{buckets}{{le=+Inf}}"] == 5
+    assert samples["insights_proxy_request_duration_seconds_count{}"] == 5
+    assert samples["insights_proxy_request_duration_seconds_sum{}"] == pytest.approx(45.329)
+    assert samples["insights_proxy_requests_total{cache=hit,client=,code=,status=200}"] == 4
+    assert samples["insights_proxy_requests_total{cache=fwd=miss,client=team,code=UPSTREAM_ERROR,status=502}"] == 1
+    assert samples["insights_proxy_upstream_requests_total{status=502}"] == 1
+    assert samples["insights_proxy_overhead_seconds_count{}"] == 5
+    assert samples["insights_proxy_upstream_duration_seconds_count{}"] == 1
 
 
 def test_repeat_folder_passes_unexpected_faults():
