@@ -236,6 +236,16 @@ async def test_cache_ttl_zero_still_merges(cached_proxy, upstream):
     assert upstream.calls == 2
 
 
+async def test_cache_ttl_zero_passes_through_without_etag(cached_proxy, upstream):
+    """With the cache off an answer is passed on as it came: no ETag, no 304."""
+    proxy = await cached_proxy(ttl_s=0)
+    first, _ = await post(proxy, {"query": "{ a }"})
+    assert "ETag" not in first.headers
+    second, body = await post(proxy, {"query": "{ a }"}, **{"If-None-Match": '"anything"'})
+    assert second.status == 200
+    assert body
+
+
 async def test_cache_concurrent_identical_one_call(cached_proxy, upstream):
     """100 identical concurrent queries cause one upstream call; all get its answer."""
     proxy = await cached_proxy()
