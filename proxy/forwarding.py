@@ -9,10 +9,12 @@ from __future__ import annotations
 import asyncio
 import io
 import ssl
+from time import perf_counter
 from dataclasses import dataclass, field
 
 import aiohttp
 import structlog
+from yarl import URL
 
 from . import __version__
 from .config import Settings
@@ -23,6 +25,7 @@ from .tokens import TokenManager
 log = structlog.get_logger("insights_proxy.forwarding")
 
 USER_AGENT = f"choreo-insights-proxy/{__version__}"
+STATIC_HEADERS = {"User-Agent": USER_AGENT, "Accept": "application/json"}
 LARGE_BODY_BYTES = 2**20
 
 
@@ -50,7 +53,8 @@ def create_session(settings: Settings) -> aiohttp.ClientSession:
         # Decoded bodies are needed to check `errors` before caching; Content-Encoding is
         # therefore dropped from responses and framing is recomputed for the decoded bytes.
         auto_decompress=True,
-        headers={"User-Agent": USER_AGENT},
+        # Sent with every request; a request adds only its token and its id.
+        headers=STATIC_HEADERS,
         trust_env=False,
     )
 
@@ -60,7 +64,9 @@ class Forwarder:
 
     def __init__(self, settings: Settings, session: aiohttp.ClientSession,
                  tokens: TokenManager) -> None:
-        self._url = settings.upstream.url
+        self._url_text = settings.upstream.url
+        # Parsed once: aiohttp parses a URL given as text on every request.
+        self._url = URL(settings.upstream.url)
         self._timeout = aiohttp.ClientTimeout(total=settings.upstream.timeout_s)
         self._timeout_s = settings.upstream.timeout_s
         self._session = session
@@ -84,16 +90,12 @@ class Forwarder:
         return answer
 
     async def _post(self, body: bytes, token: str, request_id: str) -> UpstreamAnswer:
-        if not self._tokens.is_usable(token):
-            token = (await self._tokens.get()).value
         headers = {
             "Authorization": f"Bearer {token}",
             "Content-Type": "application/json",
-            "Accept": "application/json",
             "X-Request-ID": request_id,
         }
-        loop = asyncio.get_running_loop()
-        started = loop.time()
+        started = perf_counter()
         try:
             # aiohttp warns about (and blocks the loop on) bytes bodies of 1 MiB or more.
             data = body if len(body) < LARGE_BODY_BYTES else io.BytesIO(body)
@@ -102,7 +104,7 @@ class Forwarder:
                                           timeout=self._timeout) as response:
                 raw = await response.read()
                 return UpstreamAnswer(response.status, response_headers(response.headers), raw,
-                                      loop.time() - started)
+                                      perf_counter() - started)
         except asyncio.TimeoutError:
             raise UpstreamTimeout(f"the Insights API did not respond within {self._timeout_s:g} s "
                                   "(upstream.timeout_s); try again or raise the timeout") from None
@@ -110,5 +112,5 @@ class Forwarder:
             raise UpstreamUnavailable("the Insights API response was cut short or malformed "
                                       f"({type(exc).__name__}); try again") from exc
         except aiohttp.ClientError as exc:
-            raise UpstreamUnavailable(f"the Insights API at {self._url} cannot be reached "
+            raise UpstreamUnavailable(f"the Insights API at {self._url_text} cannot be reached "
                                       f"({type(exc).__name__}); try again later") from exc

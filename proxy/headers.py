@@ -24,6 +24,9 @@ RESPONSE_DROP = HOP_BY_HOP | {
 }
 
 
+SIMPLE_CONNECTION = frozenset({"keep-alive", "close"})
+
+
 def connection_tokens(headers: CIMultiDictProxy[str] | CIMultiDict[str]) -> set[str]:
     """Return the lower-cased header names listed in `Connection` headers."""
     names: set[str] = set()
@@ -34,7 +37,11 @@ def connection_tokens(headers: CIMultiDictProxy[str] | CIMultiDict[str]) -> set[
 
 def response_headers(upstream: CIMultiDictProxy[str]) -> list[tuple[str, str]]:
     """Select the upstream response headers that may be passed on to the client."""
-    drop = RESPONSE_DROP | connection_tokens(upstream)
+    drop = RESPONSE_DROP
+    # "Connection: keep-alive" (or close) names nothing beyond the standard hop-by-hop set.
+    if any(value.strip().lower() not in SIMPLE_CONNECTION
+           for value in upstream.getall("Connection", ())):
+        drop = drop | connection_tokens(upstream)
     return [(name, value) for name, value in upstream.items() if name.lower() not in drop]
 
 

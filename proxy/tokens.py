@@ -130,15 +130,6 @@ class TokenManager:
             self._store.discard(token.value)
         return await self._shared_fetch(force=False)
 
-    def is_usable(self, value: str) -> bool:
-        """Tell whether a token may still be sent upstream (not revoked, rejected or expired)."""
-        token = self._store.get()
-        if value in self._unusable:
-            return False
-        if token is not None and token.value == value:
-            return _sendable(token, self._clock())
-        return True
-
     def reject(self, value: str) -> None:
         """Forget a token the upstream refused, so that the next request obtains a new one."""
         self._unusable.append(value)
