@@ -37,10 +37,10 @@ CORS_HEADERS = "Content-Type, Authorization, X-Request-ID, Cache-Control, If-Non
 
 
 def create_proxy_server(holder: RuntimeHolder, **kwargs: object) -> web.Server:
-    """Build the GraphQL listener: aiohttp's low-level server around one handler.
+    """Build the GraphQL listener as aiohttp's low-level server around one handler.
 
-    The listener serves one path, so it needs no router, no middleware and no application;
-    leaving them out saves about a tenth of a cache hit's time. `kwargs` go to aiohttp's
+    The listener serves one path, so it needs no router, no middleware and no application.
+    Leaving them out saves about a tenth of a cache hit's time. `kwargs` go to aiohttp's
     request handler (parser limits, cancellation, access log).
     """
     ACCESS_LOG.trusted_path = holder.current.settings.server.path
@@ -55,7 +55,7 @@ def _request_factory(message, payload, protocol, writer, task) -> web.BaseReques
 
 
 class GraphQLHandler:
-    """Answer every request of the GraphQL listener with the runtime current when it starts."""
+    """Handle every request of the GraphQL listener with the runtime current when it starts."""
 
     def __init__(self, holder: RuntimeHolder) -> None:
         self._holder = holder
@@ -144,7 +144,7 @@ async def _answer(request: web.BaseRequest, runtime: Runtime, request_id: str) -
                                headers={"Allow": ALLOW})
     directives = _directives(request)
     service = runtime.service
-    # A fresh hit is answered without creating the coroutine of a full answer.
+    # A fresh hit is served without creating the coroutine that `answer` would need.
     return (service.fresh_hit(graphql_request, directives)
             or await service.answer(graphql_request, directives, request_id))
 
@@ -170,8 +170,8 @@ async def _read_body(request: web.BaseRequest, runtime: Runtime) -> bytes:
             # Within the limit checked above; aiohttp reads exactly Content-Length bytes.
             payload = request.content
             if payload.is_eof():
-                # The whole body has arrived, as it usually has for a small one: take it
-                # without the read loop, which costs a few percent of a cache hit.
+                # The whole body has arrived, as it usually has for a small one. Taking it
+                # without the read loop saves a few percent of a cache hit.
                 return payload.read_nowait()
             return await request.read()
         # Chunked or compressed: count the decoded bytes against the current runtime's limit,
@@ -227,7 +227,7 @@ def _respond(outcome: Outcome, request_id: str, origin: str | None) -> web.Respo
         headers.add("Access-Control-Allow-Origin", origin)
         headers.add("Access-Control-Expose-Headers", "Cache-Status, Age, ETag, X-Request-ID")
         headers.add("Vary", "Origin")
-    # A CIMultiDict is taken as it is; aiohttp adds Content-Length, Date and Server.
+    # aiohttp uses a CIMultiDict without copying it, then adds Content-Length, Date and Server.
     return web.Response(status=outcome.status, body=outcome.body or None, headers=headers)
 
 

@@ -1,13 +1,16 @@
 """The response cache and the merging of identical requests in flight.
 
 `MemoryResponseCache` bounds entries by count (`cache.max_entries`), by the bytes of stored
-bodies (`cache.max_bytes`) and per entry (`cache.max_entry_bytes`). Entries stay in memory for
-`ttl_s + stale_if_error_s`, so that an expired response can still be served when the upstream
-fails; `lookup` tells fresh from stale. The store is cachetools' `LRUCache` and entries carry
-their own deadlines: its `TTLCache` costs about a microsecond more per lookup, a few percent of
-a cache hit, to keep an expiry order that `stats` can rebuild when it is asked. `InFlight` runs one upstream call per key at a time in a
-task of its own: waiters share its result, a waiter that leaves does not cancel it for the
-others, and the call is cancelled only when nobody waits any more.
+bodies (`cache.max_bytes`) and per entry (`cache.max_entry_bytes`). An entry is served for
+`ttl_s`, and when the upstream fails for `stale_if_error_s` more; the caller compares
+`fresh_until` to tell fresh from stale. The store is cachetools' `LRUCache` and entries carry
+their own deadlines, so a lookup drops an entry past both windows, and `stats` and `purge` drop
+all such entries. `TTLCache` would cost about a microsecond more per lookup (a few percent of a
+cache hit) to keep an expiry order.
+
+`InFlight` runs one upstream call per key at a time in a task of its own: waiters share its
+result, a waiter that leaves does not cancel it for the others, and the call is cancelled only
+when nobody waits any more.
 """
 
 from __future__ import annotations

@@ -1,9 +1,9 @@
 """Prometheus metrics, one registry per proxy process (tests run several proxies at once).
 
-What is counted once per request is kept in plain integers and lists and turned into metric
-families only when scraped: prometheus-client's own counters and histograms take a lock on
-every update, which cost about a tenth of a cache hit. Every update and every scrape runs on
-the event loop's thread, so nothing here needs a lock.
+Per-request counts live in plain integers and lists, which become metric families when
+scraped. prometheus-client's own counters and histograms take a lock on every update, and
+those locks cost about a tenth of a cache hit. Every update and every scrape runs on the event
+loop's thread, so nothing here needs a lock.
 """
 
 from __future__ import annotations
@@ -38,10 +38,6 @@ class LoopHistogram:
         # Buckets are "less than or equal": bisect_left finds the first bound >= value.
         self.counts[bisect_left(self.bounds, value)] += 1
         self.sum += value
-
-    @property
-    def count(self) -> int:
-        return sum(self.counts)
 
     def family(self) -> HistogramMetricFamily:
         cumulative, buckets = 0, []
@@ -98,8 +94,8 @@ LOOKUP_KINDS = {
 }
 # `GraphQLService` reports lookups as "hit" and "miss".
 LOOKUP_NAMES = {"hit": "hits", "miss": "misses", "merged": "merged", "stale": "stale"}
-# Distinct label sets kept for the requests counter; client names are configured, so this
-# is reached only if statuses and codes vary far more than they do.
+# Distinct label sets kept for the requests counter. Client names come from the configuration,
+# so the bound is reached only if statuses and codes vary far more than they do.
 MAX_REQUEST_SERIES = 4096
 
 
@@ -138,21 +134,21 @@ class Metrics:
     def record_request(self, status: int, code: str, cache: str, client: str, elapsed_s: float,
                        upstream_s: float | None, upstream_status: int | None) -> None:
         """Count one completed request and its timings."""
-        m = self.per_request
+        per_request = self.per_request
         key = (str(status), code, cache, client)
-        count = m.requests.get(key)
+        count = per_request.requests.get(key)
         if count is not None:
-            m.requests[key] = count + 1
-        elif len(m.requests) < MAX_REQUEST_SERIES:
-            m.requests[key] = 1
-        m.request_duration.observe(elapsed_s)
+            per_request.requests[key] = count + 1
+        elif len(per_request.requests) < MAX_REQUEST_SERIES:
+            per_request.requests[key] = 1
+        per_request.request_duration.observe(elapsed_s)
         if upstream_s is None:
-            m.overhead.observe(elapsed_s)
+            per_request.overhead.observe(elapsed_s)
             return
-        m.upstream_duration.observe(upstream_s)
-        m.overhead.observe(max(0.0, elapsed_s - upstream_s))
+        per_request.upstream_duration.observe(upstream_s)
+        per_request.overhead.observe(max(0.0, elapsed_s - upstream_s))
         label = str(upstream_status)
-        m.upstream_requests[label] = m.upstream_requests.get(label, 0) + 1
+        per_request.upstream_requests[label] = per_request.upstream_requests.get(label, 0) + 1
 
     def count_lookup(self, kind: str) -> None:
         name = LOOKUP_NAMES.get(kind)
