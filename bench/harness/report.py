@@ -284,9 +284,19 @@ def _header_lines(results: dict) -> list[str]:
         f"Machine: {machine['cpu_model']}, {machine['cores']} cores, {machine['memory_gb']} GB, "
         f"{machine['os']}, Linux {machine['kernel']}; Python {machine['python']}, nginx {machine['nginx']}, "
         f"wrk {machine['wrk']}, choreo-insights-proxy {machine['proxy']}.",
+        *_build_line(machine),
         f"Pinning: {settings['pinning']}. Busy share of each core in the 2 s before the start, from other "
         f"processes: {background}.",
     ]
+
+
+def _build_line(machine: dict) -> list[str]:
+    build = machine.get("python_build")
+    if not build:
+        return []
+    optimizations = "with" if build["enable_optimizations"] else "without"
+    return [f"Interpreter: `{build['executable']}`, libpython {build['libpython']}, configured "
+            f"{optimizations} `--enable-optimizations`."]
 
 
 def _throughput_lines(results: dict) -> list[str]:
