@@ -129,7 +129,10 @@ def _authenticate(request: web.BaseRequest, runtime: Runtime, origin: str | None
 async def _answer(request: web.BaseRequest, runtime: Runtime, request_id: str) -> Outcome:
     method = request.method
     if method == "POST":
-        graphql_request = runtime.reader.from_body(await _read_body(request, runtime))
+        body = _arrived_body(request, runtime)
+        if body is None:
+            body = await _read_body(request, runtime)
+        graphql_request = runtime.reader.from_body(body)
     elif method == "GET":
         graphql_request = runtime.reader.from_params(request.query_string, request.query)
         if not graphql_request.is_query:
@@ -149,8 +152,13 @@ async def _answer(request: web.BaseRequest, runtime: Runtime, request_id: str) -
             or await service.answer(graphql_request, directives, request_id))
 
 
-async def _read_body(request: web.BaseRequest, runtime: Runtime) -> bytes:
-    limit = runtime.settings.server.max_body_bytes
+def _arrived_body(request: web.BaseRequest, runtime: Runtime) -> bytes | None:
+    """Check the body's headers and return the body if all of it has already arrived.
+
+    Return None when it must be read (not all there yet, chunked or compressed). Small bodies
+    have usually arrived with the headers, and taking them here without a coroutine and a read
+    loop saves a few percent of a cache hit.
+    """
     headers = request.headers
     content_type = headers.get("Content-Type", "")
     if content_type != "application/json":
@@ -160,19 +168,25 @@ async def _read_body(request: web.BaseRequest, runtime: Runtime) -> bytes:
                 f"Content-Type {content_type[:100]!r} is not supported; send the GraphQL "
                 "request as application/json")
     length = request.content_length
+    limit = runtime.settings.server.max_body_bytes
     if length is not None and length > limit:
         raise PayloadTooLarge(f"the body is {length} bytes, over the limit of {limit} "
                               "(server.max_body_bytes)")
+    payload = request.content
+    if (length is not None and "Content-Encoding" not in headers and payload.is_eof()
+            and payload.exception() is None):
+        return payload.read_nowait()
+    return None  # `_read_body` reads it, and turns a broken body into the right error
+
+
+async def _read_body(request: web.BaseRequest, runtime: Runtime) -> bytes:
+    """Read a body that `_arrived_body` accepted but could not take yet."""
+    limit = runtime.settings.server.max_body_bytes
     # NOTE: aiohttp 3.14 does not pass a chunk-framing error that arrives after this read
     # started on to `read()`, so such a request waits until the client disconnects.
     try:
-        if length is not None and "Content-Encoding" not in headers:
-            # Within the limit checked above; aiohttp reads exactly Content-Length bytes.
-            payload = request.content
-            if payload.is_eof():
-                # The whole body has arrived, as it usually has for a small one. Taking it
-                # without the read loop saves a few percent of a cache hit.
-                return payload.read_nowait()
+        if request.content_length is not None and "Content-Encoding" not in request.headers:
+            # Within the limit checked before; aiohttp reads exactly Content-Length bytes.
             return await request.read()
         # Chunked or compressed: count the decoded bytes against the current runtime's limit,
         # so a reloaded server.max_body_bytes applies and a compression bomb stops early.

@@ -74,7 +74,8 @@ class Forwarder:
 
     async def send(self, body: bytes, request_id: str) -> UpstreamAnswer:
         """Forward a JSON body; raise `TokenError` or `UpstreamError` when it cannot be done."""
-        token = await self._tokens.get()
+        # Awaiting get() only when no token is held spares the coroutine in the usual case.
+        token = self._tokens.usable() or await self._tokens.get()
         answer = await self._post(body, token.value, request_id)
         if answer.status != 401:
             return answer

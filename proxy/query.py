@@ -17,7 +17,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from cachetools import LRUCache
 from graphql import GraphQLError, parse, print_ast
 from graphql.language import (
     DocumentNode, FieldNode, FragmentDefinitionNode, FragmentSpreadNode, InlineFragmentNode,
@@ -45,6 +44,37 @@ class GraphQLRequest:
         return self.operation_type == "query"
 
 
+class RequestMemo:
+    """Recently read requests by raw request, bounded by an estimate of the bytes they hold.
+
+    A plain dict that drops its oldest entries first, because a lookup is then one dict access.
+    cachetools' `LRUCache.get` took 0.2 us against 0.04 us for a dict (timeit, Python 3.11).
+    """
+
+    def __init__(self, max_bytes: int) -> None:
+        self._max_bytes = max_bytes
+        self._entries: dict[bytes | str, GraphQLRequest] = {}
+        self._sizes: dict[bytes | str, int] = {}
+        self._bytes = 0
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, key: bytes | str) -> GraphQLRequest | None:
+        return self._entries.get(key)
+
+    def put(self, key: bytes | str, request: GraphQLRequest, size: int) -> None:
+        if key in self._entries or size > self._max_bytes:
+            return
+        self._entries[key] = request
+        self._sizes[key] = size
+        self._bytes += size
+        while self._bytes > self._max_bytes:
+            oldest = next(iter(self._entries))
+            del self._entries[oldest]
+            self._bytes -= self._sizes.pop(oldest)
+
+
 class QueryReader:
     """Turn raw request bodies into `GraphQLRequest`s, remembering recent ones."""
 
@@ -53,10 +83,7 @@ class QueryReader:
         self._limits = limits
         self._defaults = dict(default_variables)
         self._prefix = key_prefix.encode()
-        # The size estimate counts the body twice (memo key and upstream body, which are often
-        # one object) plus the key string and object overhead, so it errs on the high side.
-        self._memo: LRUCache[bytes | str, GraphQLRequest] = LRUCache(
-            maxsize=MEMO_MAX_BYTES, getsizeof=lambda request: 2 * len(request.upstream_body) + 400)
+        self._memo = RequestMemo(MEMO_MAX_BYTES)
 
     def from_body(self, body: bytes) -> GraphQLRequest:
         """Read a POST body; raise `BadRequest` (or a subclass) when it is unusable."""
@@ -103,7 +130,9 @@ class QueryReader:
 
     def _remember(self, memo_key: bytes | str, request: GraphQLRequest, size: int) -> None:
         if size <= MEMO_MAX_BODY_BYTES:
-            self._memo[memo_key] = request
+            # The estimate counts the body twice (memo key and upstream body, which are often
+            # one object) plus the key string and object overhead, so it errs on the high side.
+            self._memo.put(memo_key, request, 2 * len(request.upstream_body) + 400)
 
     def _build(self, payload: dict[str, Any], *, raw_body: bytes | None) -> GraphQLRequest:
         query, variables, operation_name = _members(payload)

@@ -118,16 +118,24 @@ class TokenManager:
 
     # -- using the token -------------------------------------------------------------------
 
-    async def get(self) -> AccessToken:
-        """Return a token valid now, fetching one if needed; raise `TokenError` on failure."""
+    def usable(self) -> AccessToken | None:
+        """Return the held token if it may be sent now, or None; start a refresh that is due."""
         now = self._clock()
         token = self._store.get()
         if token is not None and _sendable(token, now) and token.value not in self._unusable:
             if now >= token.refresh_at:
                 self._refresh_in_background()
             return token
+        return None
+
+    async def get(self) -> AccessToken:
+        """Return a token valid now, fetching one if needed; raise `TokenError` on failure."""
+        token = self.usable()
         if token is not None:
-            self._store.discard(token.value)
+            return token
+        held = self._store.get()
+        if held is not None:
+            self._store.discard(held.value)
         return await self._shared_fetch(force=False)
 
     def reject(self, value: str) -> None:

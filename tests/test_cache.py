@@ -12,6 +12,7 @@ from aiohttp import web
 
 from proxy.cache import CachedAnswer, InFlight, MemoryResponseCache
 from proxy.config import CacheSettings
+from proxy.query import GraphQLRequest, RequestMemo
 
 from .conftest import FakeClock, proxy_config, wait_for
 
@@ -237,7 +238,7 @@ async def test_cache_ttl_zero_still_merges(cached_proxy, upstream):
 
 
 async def test_cache_ttl_zero_passes_through_without_etag(cached_proxy, upstream):
-    """With the cache off an answer is passed on as it came: no ETag, no 304."""
+    """With the cache off a response is passed on as it came: no ETag, no 304."""
     proxy = await cached_proxy(ttl_s=0)
     first, _ = await post(proxy, {"query": "{ a }"})
     assert "ETag" not in first.headers
@@ -426,3 +427,17 @@ async def test_cache_control_every_header_read(cached_proxy, upstream):
     assert response.headers["Cache-Status"] == "insights-proxy; fwd=request"
     response, _ = await post(proxy, {"query": "{ a }"}, **{"Cache-Control": "max-age=00"})
     assert response.headers["Cache-Status"].startswith("insights-proxy; fwd=request")
+
+
+def test_request_memo_drops_oldest_over_budget():
+    """The request memo keeps its byte budget by dropping the oldest entries first."""
+    memo = RequestMemo(max_bytes=1000)
+    requests = {key: GraphQLRequest("query", None, key, key.encode()) for key in "abcd"}
+    for key, request in requests.items():
+        memo.put(key, request, 300)
+    assert memo.get("a") is None
+    assert [memo.get(key) for key in "bcd"] == [requests[key] for key in "bcd"]
+    assert len(memo) == 3
+    memo.put("huge", requests["a"], 1001)
+    assert memo.get("huge") is None
+    assert len(memo) == 3
