@@ -153,8 +153,8 @@ def python_build() -> dict:
 def warn_about_slow_build(build: dict) -> None:
     if build["libpython"] == "shared library" and not build["enable_optimizations"]:
         progress(f"{build['executable']} uses a shared libpython built without --enable-optimizations "
-                 "(pyenv's default): the proxy rows run about 20 % slower than on an optimised build "
-                 "such as Debian's /usr/bin/python3 or the container image; see bench/README.md")
+                 "(pyenv's default): the proxy rows ran about 20 % slower on such a build than on "
+                 "Debian's /usr/bin/python3; see 'Interpreter' in bench/README.md")
 
 
 def _installed_version(distribution: str) -> str | None:
