@@ -26,6 +26,7 @@ from cachetools import Cache, LRUCache
 from .config import CacheSettings
 
 T = TypeVar("T")
+SWEEP_INTERVAL_S = 1.0  # the least time between two sweeps of expired entries by `store`
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +70,7 @@ class MemoryResponseCache:
         self._clock = clock
         self._entries: LRUCache[str, CachedAnswer] = LRUCache(
             maxsize=max(1, settings.max_bytes), getsizeof=lambda answer: answer.size)
+        self._next_sweep = 0.0
         self.enabled = settings.ttl_s > 0 and settings.max_entries > 0 and settings.max_bytes > 0
 
     def lookup(self, key: str) -> CachedAnswer | None:
@@ -85,6 +87,13 @@ class MemoryResponseCache:
         if not self.enabled or answer.size > min(s.max_entry_bytes, s.max_bytes):
             return False
         self._entries.pop(key, None)
+        full = (len(self._entries) >= s.max_entries
+                or self._entries.currsize + answer.size > self._entries.maxsize)
+        if full and self._clock() >= self._next_sweep:
+            # Expired entries go before fresh ones are evicted. The sweep walks every entry,
+            # so a cache that stays full of fresh entries runs it at most once a second.
+            self._expire()
+            self._next_sweep = self._clock() + SWEEP_INTERVAL_S
         while len(self._entries) >= s.max_entries:
             self._entries.popitem()
         self._entries[key] = answer
@@ -164,7 +173,12 @@ class InFlight(Generic[T]):
         finally:
             flight.waiters.remove(waiter)
             if not flight.waiters and not flight.task.done():
-                flight.task.cancel()  # the last waiter left, so the result is no longer needed
+                # The last waiter left, so the result is no longer needed. The flight is
+                # forgotten at once: an identical request arriving before the cancelled task
+                # has finished must start a call of its own, not join one that is ending.
+                flight.task.cancel()
+                if self._flights.get(key) is flight:
+                    del self._flights[key]
 
     def _finish(self, key: str, flight: _Flight[T]) -> None:
         if self._flights.get(key) is flight:

@@ -354,6 +354,20 @@ def test_cache_byte_limit(clock):
     assert cache.lookup("big") is None
 
 
+def test_cache_full_evicts_expired_first(clock):
+    """A full cache drops an expired entry before it evicts a fresh one."""
+    cache = MemoryResponseCache(CacheSettings(max_entries=2), clock=clock)
+    assert cache.store("old", answer(b"x", clock, ttl=5))
+    clock.advance(1)
+    assert cache.store("fresh", answer(b"y", clock, ttl=60))
+    assert cache.lookup("old") is not None  # "fresh" is now the least recently used
+    clock.advance(10)  # "old" has expired; "fresh" has not
+    assert cache.store("new", answer(b"z", clock, ttl=60))
+    assert cache.lookup("fresh") is not None
+    assert cache.lookup("new") is not None
+    assert cache.lookup("old") is None
+
+
 def test_cache_purge_counts(clock):
     """purge empties the cache and returns how many entries it removed."""
     cache = MemoryResponseCache(CacheSettings(), clock=clock)
@@ -361,6 +375,27 @@ def test_cache_purge_counts(clock):
         cache.store(key, answer(b"{}", clock))
     assert cache.purge() == 3
     assert cache.stats() == (0, 0)
+
+
+async def test_inflight_new_caller_after_last_left_gets_result():
+    """A caller arriving while an abandoned call is being cancelled starts a call of its own."""
+    flights: InFlight[str] = InFlight()
+    calls = 0
+
+    async def call() -> str:
+        nonlocal calls
+        calls += 1
+        await asyncio.sleep(0.2)
+        return "answer"
+
+    first = asyncio.ensure_future(flights.run("k", call))
+    await asyncio.sleep(0.05)
+    first.cancel()
+    await asyncio.sleep(0)  # the first caller's cleanup cancels the shared call
+    second = await asyncio.wait_for(flights.run("k", call), 5)
+    assert second == ("answer", False)
+    assert calls == 2
+    assert len(flights) == 0
 
 
 async def test_inflight_exception_not_reported_when_unwatched():
