@@ -850,6 +850,47 @@ async def test_body_invalid_encoding_400(small_proxy, stand_in, access_log):
     assert [line["status"] for line in request_lines(access_log)] == [400]
 
 
+@pytest.mark.parametrize("coding", ["br-unknown", "x-gzip", "compress"])
+async def test_body_unknown_content_encoding_415(small_proxy, stand_in, coding):
+    """A content coding the proxy cannot decode is 415 naming it, never read as plain JSON."""
+    raw = await exchange(port_of(small_proxy), request_bytes(
+        headers=json_headers(**{"Content-Encoding": coding}), body=b'{"query": "{ a }"}'))
+    assert status_of(raw) == 415
+    assert error_code(body_of(raw)) == "UNSUPPORTED_MEDIA_TYPE"
+    assert coding in error_message(body_of(raw))
+    assert stand_in.stats["insights_requests"] == 0
+
+
+async def test_body_expect_continue_answered(small_proxy):
+    """A client that sends Expect: 100-continue gets the interim response, then its answer."""
+    body = json.dumps({"query": "{ listOrganizations { id } }"}).encode()
+    head = request_bytes(headers=json_headers(**{"Expect": "100-continue",
+                                                  "Content-Length": str(len(body))}), body=None)
+    reader, writer = await asyncio.open_connection("127.0.0.1", port_of(small_proxy))
+    try:
+        writer.write(head)
+        await writer.drain()
+        interim = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 2.0)
+        assert interim.startswith(b"HTTP/1.1 100 Continue")
+        writer.write(body)
+        await writer.drain()
+        final = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5.0)
+    finally:
+        writer.close()
+        with contextlib.suppress(ConnectionError):
+            await writer.wait_closed()
+    assert status_of(final) == 200
+
+
+async def test_body_expect_continue_not_sent_when_rejected(small_proxy):
+    """A request rejected on its headers gets the final status, without 100 Continue first."""
+    head = request_bytes(headers=json_headers(**{"Expect": "100-continue",
+                                                  "Content-Length": str(10 ** 9)}), body=None)
+    raw = await exchange(port_of(small_proxy), head)
+    assert status_of(raw) == 413
+    assert b"100 Continue" not in raw
+
+
 async def test_body_cut_short_not_an_internal_error(small_proxy, stand_in, caplog, access_log):
     """A client that disconnects mid-body is logged as 400 or 499, without a traceback."""
     head = request_bytes(headers=json_headers(**{"Content-Length": "500"}), body=None)
