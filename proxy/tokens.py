@@ -133,9 +133,9 @@ class TokenManager:
         token = self.usable()
         if token is not None:
             return token
-        held = self._store.get()
-        if held is not None:
-            self._store.discard(held.value)
+        unusable = self._store.get()
+        if unusable is not None:
+            self._store.discard(unusable.value)
         return await self._shared_fetch(force=False)
 
     def reject(self, value: str) -> None:

@@ -862,7 +862,7 @@ async def test_body_unknown_content_encoding_415(small_proxy, stand_in, coding):
 
 
 async def test_body_expect_continue_answered(small_proxy):
-    """A client that sends Expect: 100-continue gets the interim response, then its answer."""
+    """A client that sends Expect: 100-continue gets the interim response, then the final one."""
     body = json.dumps({"query": "{ listOrganizations { id } }"}).encode()
     head = request_bytes(headers=json_headers(**{"Expect": "100-continue",
                                                   "Content-Length": str(len(body))}), body=None)
