@@ -150,7 +150,7 @@ async def _answer(request: web.BaseRequest, runtime: Runtime, request_id: str) -
                                headers={"Allow": ALLOW})
     directives = _directives(request)
     service = runtime.service
-    # A fresh hit is served without creating the coroutine that `answer` would need.
+    # A fresh hit is served without creating the coroutine of `answer`.
     return (service.fresh_hit(graphql_request, directives)
             or await service.answer(graphql_request, directives, request_id))
 
@@ -215,8 +215,8 @@ async def _read_body(request: web.BaseRequest, runtime: Runtime) -> bytes:
         raise PayloadTooLarge(f"the body is over the limit of {limit} bytes "
                               "(server.max_body_bytes)") from None
     except web.RequestPayloadError as exc:
-        # NOTE: aiohttp then reads on to discard the rest of such a body, meets the same error
-        # and logs it as "Unhandled exception" with a traceback; the client gets this 400.
+        # NOTE: the client gets this 400, but aiohttp then reads on to discard the rest of the
+        # body. It meets the same error and logs it as "Unhandled exception" with a traceback.
         raise BadRequest("the request body cannot be decoded or its framing is invalid; "
                          "check Content-Encoding and Transfer-Encoding") from exc
     except ConnectionResetError:

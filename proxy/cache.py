@@ -26,7 +26,7 @@ from cachetools import Cache, LRUCache
 from .config import CacheSettings
 
 T = TypeVar("T")
-SWEEP_INTERVAL_S = 1.0  # the least time between two sweeps of expired entries by `store`
+SWEEP_INTERVAL_S = 1.0  # minimum time between two sweeps of expired entries by `store`
 
 
 @dataclass(frozen=True, slots=True)

@@ -82,6 +82,11 @@ class GraphQLService:
 
     async def answer(self, request: GraphQLRequest, directives: Directives,
                      request_id: str) -> Outcome:
+        """Respond to a request that `fresh_hit` did not serve: upstream, merged or stale.
+
+        Callers try `fresh_hit` first and call this only when it returned None, with no await
+        in between, so a fresh entry is not looked up twice.
+        """
         if not request.is_query:
             answer = await self._forwarder.send(request.upstream_body, request_id)
             return _forwarded(answer, "fwd=uncacheable", etag=None)
@@ -90,14 +95,9 @@ class GraphQLService:
             etag = _etag_for(answer) if self._cache.enabled else None
             return _forwarded(answer, "fwd=request", etag=etag)
 
-        # With the cache off nothing was stored, so there is nothing to look up.
-        entry = self._cache.lookup(request.cache_key) if self._cache.enabled else None
-        if entry is not None and not directives.no_cache:
-            now = self._clock()
-            if now < entry.fresh_until:
-                self._on_lookup("hit")
-                return self._hit(entry, now, directives)
-
+        # The entry is needed only to serve it stale if the upstream fails.
+        entry = (self._cache.lookup(request.cache_key)
+                 if self._cache.enabled and self._settings.stale_if_error_s > 0 else None)
         self._on_lookup("miss")
         try:
             (answer, stored, etag), joined = await self._flights.run(
